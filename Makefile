@@ -1,0 +1,31 @@
+# qpatch: set up, demo, build llama.cpp, test, bench. `make help` lists targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+JOBS   ?= $(shell nproc)
+
+.PHONY: help setup test test-fast bench golden clean
+
+help:
+	@echo "make setup       create .venv with qpatch and test dependencies"
+	@echo "make test        run the whole test suite (builds llama-quantize once, cached in ~/.cache/qpatch)"
+	@echo "make test-fast   tests that need no compiled binary"
+	@echo "make bench       benchmarks (bench/), printed as one table"
+	@echo "make golden      regenerate the golden C++ renders under tests/golden/"
+
+setup: $(BIN)/qpatch
+
+$(BIN)/qpatch: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+test: setup
+	$(BIN)/pytest -n $(JOBS) -q
+
+test-fast: setup
+	$(BIN)/pytest -q -m "not binary"
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,69 @@
+"""The `qpatch` command line: parse arguments, call the library, map errors to exit codes here only."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import __version__
+from .errors import QpatchError
+
+
+class QpatchGroup(click.Group):
+    """Turns QpatchError into `error: ...` on stderr and its exit code; no traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except QpatchError as e:
+            click.echo(f"error: {e}", err=True)
+            if e.hint:
+                click.echo(f"hint: {e.hint}", err=True)
+            ctx.exit(e.exit_code)
+
+
+@click.group(cls=QpatchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="qpatch")
+def cli():
+    """Control the ggml type of every tensor llama-quantize writes, with Python policies."""
+
+
+@cli.command("plan")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--ftype", "-f", required=True, help="llama-quantize ftype, e.g. Q4_K_M, IQ1_M")
+@click.option("--policy", "-p", default="stock", show_default=True, help="policy name (see `qpatch list`)")
+@click.option("--imatrix", type=click.Path(dir_okay=False), help="imatrix file (GGUF or legacy)")
+@click.option("--output-tensor-type", help="as llama-quantize's --output-tensor-type")
+@click.option("--token-embedding-type", help="as llama-quantize's --token-embedding-type")
+@click.option("--tensor-type", "tensor_types", multiple=True, metavar="PAT=TYPE", help="as llama-quantize (repeatable)")
+@click.option("--pure", is_flag=True, help="as llama-quantize's --pure")
+@click.option("--leave-output-tensor", is_flag=True, help="as llama-quantize's --leave-output-tensor")
+@click.option("--pin", default="4227c9be", show_default=True, help="llama.cpp pin whose stock rules apply")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True)
+@click.option("--all", "show_all", is_flag=True, help="table: also list tensors kept as they are")
+def plan_cmd(model, ftype, policy, imatrix, output_tensor_type, token_embedding_type, tensor_types, pure,
+             leave_output_tensor, pin, fmt, show_all):
+    """Predict the type of every tensor of MODEL for FTYPE under a policy."""
+    from . import api, report
+
+    p = api.make_plan(model, ftype, policy=policy, imatrix=imatrix, output_tensor_type=output_tensor_type,
+                      token_embedding_type=token_embedding_type, tensor_types=tensor_types, pure=pure,
+                      leave_output_tensor=leave_output_tensor, pin=pin)
+    if fmt == "json":
+        click.echo(report.render_json(p))
+    elif fmt == "markdown":
+        click.echo(report.render_markdown(p))
+    else:
+        click.echo(report.render_table(p, show_unquantized=show_all))
+    if p.errors:
+        click.echo(f"error: llama-quantize would fail on this job ({len(p.errors)} problem(s) listed above)", err=True)
+        sys.exit(8)
+
+
+def main():
+    cli(prog_name="qpatch")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Read a GGUF header (key/values and tensor infos) without touching tensor data.
+
+A hand-rolled reader rather than `gguf.GGUFReader`: that one memory-maps the file and builds
+a numpy view per field, which costs seconds on a real vocabulary (DeepSeek-V3 has 129,280
+token strings). Here big arrays are skipped, not decoded, and every short read becomes a
+`ModelError` naming the file and offset.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gguf import GGMLQuantizationType
+
+from .errors import ModelError
+
+MAGIC = b"GGUF"
+DEFAULT_ALIGNMENT = 32
+KEEP_ARRAY_MAX = 4096  # arrays longer than this are skipped (tokenizer vocabularies)
+
+# GGUF value types -> struct format (scalars)
+_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+
+SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]  # ggml ne[] order: ne[0] is the row length
+    type: GGMLQuantizationType
+    shard: int = 0
+    offset: int = 0
+
+
+@dataclass
+class GGUFHeader:
+    path: Path
+    version: int
+    kv: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)  # key -> (element type, length) of arrays not decoded
+    tensors: list[TensorInfo] = field(default_factory=list)
+    data_offset: int = 0
+
+
+class _Reader:
+    def __init__(self, path: Path):
+        self.path = path
+        self.f = open(path, "rb", buffering=1 << 20)
+        self.size = os.fstat(self.f.fileno()).st_size
+
+    def close(self):
+        self.f.close()
+
+    def read(self, n: int) -> bytes:
+        b = self.f.read(n)
+        if len(b) != n:
+            raise ModelError(f"{self.path}: truncated GGUF header (wanted {n} bytes at offset {self.f.tell() - len(b)})")
+        return b
+
+    def skip(self, n: int):
+        pos = self.f.tell() + n
+        if pos > self.size:
+            raise ModelError(f"{self.path}: truncated GGUF header (field runs past end of file at {self.size})")
+        self.f.seek(pos)
+
+    def unpack(self, fmt: str):
+        return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
+
+    def string(self) -> str:
+        n = self.unpack("<Q")
+        if n > self.size:
+            raise ModelError(f"{self.path}: corrupt GGUF header (string of {n} bytes)")
+        return self.read(n).decode("utf-8", errors="replace")
+
+    def value(self, vtype: int, key: str, header: GGUFHeader):
+        if vtype in _SCALAR:
+            return self.unpack(_SCALAR[vtype])
+        if vtype == _STRING:
+            return self.string()
+        if vtype == _ARRAY:
+            etype = self.unpack("<I")
+            n = self.unpack("<Q")
+            if n > KEEP_ARRAY_MAX:
+                header.skipped[key] = (etype, n)
+                if etype in _SCALAR:
+                    self.skip(n * struct.calcsize(_SCALAR[etype]))
+                elif etype == _STRING:
+                    for _ in range(n):
+                        self.skip(self.unpack("<Q"))
+                else:
+                    raise ModelError(f"{self.path}: unsupported nested array in '{key}'")
+                return None
+            return [self.value(etype, key, header) for _ in range(n)]
+        raise ModelError(f"{self.path}: corrupt GGUF header (value type {vtype} for '{key}')")
+
+
+def read_header(path: str | os.PathLike) -> GGUFHeader:
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    r = _Reader(path)
+    try:
+        magic = r.f.read(4)
+        if magic != MAGIC:
+            raise ModelError(f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF')")
+        version = r.unpack("<I")
+        if version not in (2, 3):
+            raise ModelError(f"{path}: unsupported GGUF version {version}")
+        n_tensors = r.unpack("<Q")
+        n_kv = r.unpack("<Q")
+        h = GGUFHeader(path=path, version=version)
+        for _ in range(n_kv):
+            key = r.string()
+            vtype = r.unpack("<I")
+            h.kv[key] = r.value(vtype, key, h)
+        for _ in range(n_tensors):
+            name = r.string()
+            n_dims = r.unpack("<I")
+            if n_dims > 4:
+                raise ModelError(f"{path}: corrupt tensor info for '{name}' ({n_dims} dims)")
+            shape = tuple(r.unpack("<Q") for _ in range(n_dims))
+            tval = r.unpack("<I")
+            try:
+                ttype = GGMLQuantizationType(tval)
+            except ValueError:
+                raise ModelError(f"{path}: tensor '{name}' has unknown ggml type id {tval}") from None
+            offset = r.unpack("<Q")
+            h.tensors.append(TensorInfo(name, shape, ttype, 0, offset))
+        align = int(h.kv.get("general.alignment", DEFAULT_ALIGNMENT))
+        pos = r.f.tell()
+        h.data_offset = (pos + align - 1) // align * align
+        _check_data_fits(h, r.size)
+        return h
+    finally:
+        r.close()
+
+
+def _check_data_fits(h: GGUFHeader, size: int):
+    from .catalogue import tensor_bytes
+
+    end = h.data_offset
+    last = None
+    for t in h.tensors:
+        try:
+            nbytes = tensor_bytes(t.type, t.shape)
+        except KeyError:
+            continue
+        if h.data_offset + t.offset + nbytes > end:
+            end = h.data_offset + t.offset + nbytes
+            last = t.name
+    if end > size:
+        raise ModelError(
+            f"{h.path}: truncated GGUF file: {size} bytes, but tensor data runs to {end} bytes"
+            + (f" (tensor '{last}')" if last else "")
+        )
+
+
+def shard_paths(path: Path, count: int) -> list[Path]:
+    """All shard paths of a split model given its first shard (llama_split_path naming)."""
+    m = SPLIT_RE.match(path.name)
+    if not m:
+        raise ModelError(f"{path}: header says split.count={count} but the name is not '<prefix>-00001-of-{count:05d}.gguf'")
+    prefix = m.group("prefix")
+    return [path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+
+
+def read_model_headers(path: str | os.PathLike) -> list[GGUFHeader]:
+    """The header of a model, and of every further shard of a split model (first shard given)."""
+    path = Path(path)
+    first = read_header(path)
+    count = int(first.kv.get("split.count", 1) or 1)
+    if count <= 1:
+        return [first]
+    no = int(first.kv.get("split.no", 0))
+    if no != 0:
+        m = SPLIT_RE.match(path.name)
+        hint = f" -- pass {m.group('prefix')}-00001-of-{count:05d}.gguf" if m else ""
+        raise ModelError(f"{path}: this is shard {no + 1} of {count}, not the first shard{hint}")
+    headers = [first]
+    for i, p in enumerate(shard_paths(path, count)[1:], start=1):
+        if not p.exists():
+            raise ModelError(f"{path}: split model is missing shard {i + 1} of {count}: {p}")
+        h = read_header(p)
+        if int(h.kv.get("split.no", -1)) != i:
+            raise ModelError(f"{p}: expected split.no={i}, found {h.kv.get('split.no')}")
+        h.tensors = [TensorInfo(t.name, t.shape, t.type, i, t.offset) for t in h.tensors]
+        headers.append(h)
+    expected = first.kv.get("split.tensors.count")
+    total = sum(len(h.tensors) for h in headers)
+    if expected is not None and int(expected) != total:
+        raise ModelError(f"{path}: split model declares {expected} tensors but its {count} shards hold {total}")
+    return headers

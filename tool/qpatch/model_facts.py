@@ -1,0 +1,149 @@
+"""What type choice needs to know about a model, read from its GGUF header(s).
+
+Hyper-parameters are read the way llama.cpp's `load_hparams` reads them for the fields that
+`llama_tensor_get_type` consults: block count, expert count, head counts (per-layer arrays
+allowed), and the model type where a rule depends on it (LLM_TYPE_70B).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from .errors import ModelError
+from .gguf_header import TensorInfo, read_model_headers
+
+_BLK = re.compile(r"^blk\.(-?\d+)\.")
+
+
+def block_of(name: str) -> int:
+    """Layer of a tensor as llama.cpp's sscanf("blk.%d.") sees it; -1 when there is none."""
+    m = _BLK.match(name)
+    return int(m.group(1)) if m else -1
+
+
+def kind_of(name: str) -> str:
+    """The tensor kind: the name without `blk.<i>.` and without the `.weight`/`.bias` suffix.
+
+    blk.3.ffn_down_exps.weight -> ffn_down_exps; output.weight -> output.
+    """
+    m = _BLK.match(name)
+    rest = name[m.end():] if m else name
+    for suffix in (".weight", ".bias"):
+        if rest.endswith(suffix):
+            return rest[: -len(suffix)]
+    return rest
+
+
+def processing_order(names):
+    """llama.cpp's weights_map order: by layer (non-blk first as layer -1), then by name (bytes)."""
+    return sorted(names, key=lambda n: (block_of(n), n.encode()))
+
+
+# Architectures whose load_hparams maps 80 layers to LLM_TYPE_70B (4227c9be src/llama-model.cpp).
+_ARCH_70B_AT_80 = {"deci", "qwen2", "olmo"}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    path: str
+    arch: str
+    n_layer: int
+    n_expert: int
+    n_head: int  # layer 0
+    n_head_kv: int  # layer 0
+    n_head_kv_layers: tuple[int, ...]
+    file_type: int | None
+    tensors: tuple[TensorInfo, ...]  # in llama.cpp's processing order
+    shards: tuple[str, ...]
+    n_vocab: int | None = None
+
+    @property
+    def n_gqa(self) -> int:
+        return 0 if self.n_head_kv == 0 else self.n_head // self.n_head_kv
+
+    @property
+    def is_70b(self) -> bool:
+        if self.n_layer != 80:
+            return False
+        if self.arch == "llama":
+            return self.n_expert != 8 and self.n_head != self.n_head_kv
+        return self.arch in _ARCH_70B_AT_80
+
+    @cached_property
+    def by_name(self) -> dict[str, TensorInfo]:
+        return {t.name: t for t in self.tensors}
+
+    @property
+    def has_output(self) -> bool:
+        return "output.weight" in self.by_name
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+
+def _u32(kv: dict, key: str, path, default=None, required=True) -> int:
+    v = kv.get(key, default)
+    if v is None:
+        if required:
+            raise ModelError(f"{path}: missing hyper-parameter '{key}'")
+        return 0
+    if isinstance(v, list):
+        v = v[0] if v else 0
+    return int(v)
+
+
+def _per_layer(kv: dict, key: str, n_layer: int, default: int) -> tuple[int, ...]:
+    v = kv.get(key)
+    if v is None:
+        return (default,) * n_layer
+    if isinstance(v, list):
+        if len(v) != n_layer:
+            return tuple(int(x) for x in v) + (0,) * max(0, n_layer - len(v))
+        return tuple(int(x) for x in v)
+    return (int(v),) * n_layer
+
+
+def read_model(path: str | os.PathLike) -> ModelFacts:
+    headers = read_model_headers(path)
+    kv = headers[0].kv
+    arch = kv.get("general.architecture")
+    if not isinstance(arch, str):
+        raise ModelError(f"{path}: missing 'general.architecture'")
+    n_layer = _u32(kv, f"{arch}.block_count", path)
+    n_expert = _u32(kv, f"{arch}.expert_count", path, default=0, required=False)
+    heads = _per_layer(kv, f"{arch}.attention.head_count", n_layer, 0)
+    heads_kv = _per_layer(kv, f"{arch}.attention.head_count_kv", n_layer, heads[0] if heads else 0)
+    tensors = []
+    seen = set()
+    for h in headers:
+        for t in h.tensors:
+            if t.name in seen:
+                raise ModelError(f"{h.path}: duplicate tensor '{t.name}'")
+            seen.add(t.name)
+            tensors.append(t)
+    order = {n: i for i, n in enumerate(processing_order(t.name for t in tensors))}
+    tensors.sort(key=lambda t: order[t.name])
+    for t in tensors:
+        b = block_of(t.name)
+        if b >= n_layer:
+            raise ModelError(f"{path}: tensor '{t.name}' is in block {b}, but block_count is {n_layer}")
+    ft = kv.get("general.file_type")
+    vocab = kv.get(f"{arch}.vocab_size")
+    return ModelFacts(
+        path=str(path),
+        arch=arch,
+        n_layer=n_layer,
+        n_expert=n_expert,
+        n_head=heads[0] if heads else 0,
+        n_head_kv=heads_kv[0] if heads_kv else 0,
+        n_head_kv_layers=heads_kv,
+        file_type=int(ft) if ft is not None else None,
+        tensors=tuple(tensors),
+        shards=tuple(str(h.path) for h in headers),
+        n_vocab=int(vocab) if vocab is not None else None,
+    )

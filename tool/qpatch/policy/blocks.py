@@ -1,0 +1,22 @@
+"""Vocabulary shared by policy modules: ftype groups and stock idioms, as conditions and actions."""
+
+from __future__ import annotations
+
+from gguf import GGMLQuantizationType as T
+
+from ..catalogue import FTYPES
+from .model import ByFtype, Experts, Ftypes
+
+# The six very-low-bit ftypes that stock handles in one branch.
+LB_NAMES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M")
+# Every other ftype for which llama_tensor_get_type runs, except MXFP4_MOE.
+HB_NAMES = tuple(f.name for f in FTYPES if f.quantizes and f.name not in LB_NAMES and f.name != "MXFP4_MOE")
+
+LB = Ftypes(LB_NAMES)
+HB = Ftypes(HB_NAMES)
+E8 = Experts(">=", 8)
+
+
+def two(otherwise: T) -> ByFtype:
+    """Stock's idiom: IQ3_S for IQ2_S and IQ2_M, else `otherwise`."""
+    return ByFtype((("IQ2_S", T.IQ3_S), ("IQ2_M", T.IQ3_S)), otherwise)

@@ -1,0 +1,351 @@
+"""The frozen policy data model: rules = selector + conditions + action, composed into policies.
+
+Nothing here knows about C++ or about llama.cpp's stock code. `evaluate.py` gives these
+objects their Python meaning and `render.py` their C++ meaning; both dispatch on the class,
+so a new predicate needs a case in each (and the differential tests prove they agree).
+
+Position predicates read a frame:
+- `Block()`: k = the block index i from `blk.<i>.`, N = the model's block count.
+- `Ordinal(kinds, n)`: k = how many tensors of `kinds` came before this one in llama.cpp's
+  processing order (all tensors of the model, quantized or not), N = how many the model has,
+  or the block count when `n="blocks"`. `kinds=None` means the tensor's own kind.
+A tensor outside a frame's kinds (or without a block, for `Block`) has no position there:
+every position predicate on it is false.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from typing import Union
+
+from gguf import GGMLQuantizationType as T
+
+from ..errors import PolicyError
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+@dataclass(frozen=True)
+class Block:
+    def describe(self) -> str:
+        return "block i/n"
+
+
+@dataclass(frozen=True)
+class Ordinal:
+    kinds: tuple[str, ...] | None = None
+    n: str = "count"  # "count" | "blocks"
+
+    def __post_init__(self):
+        if self.n not in ("count", "blocks"):
+            raise PolicyError(f"Ordinal n must be 'count' or 'blocks', not {self.n!r}")
+
+    def describe(self) -> str:
+        who = "own kind" if self.kinds is None else "+".join(self.kinds)
+        return f"ordinal in {who}" + (", N=blocks" if self.n == "blocks" else "")
+
+
+Frame = Union[Block, Ordinal]
+
+
+# ------------------------------------------------------------------------- conditions
+
+
+@dataclass(frozen=True)
+class Before:
+    """k < num*N/den (C integer division)."""
+
+    num: int
+    den: int
+    frame: Frame = Block()
+
+    def describe(self):
+        return f"k < {self._frac()}N [{self.frame.describe()}]"
+
+    def _frac(self):
+        return f"{self.num}/{self.den}" if self.num != 1 else f"1/{self.den}"
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """k >= num*N/den."""
+
+    num: int
+    den: int
+    frame: Frame = Block()
+
+    def describe(self):
+        return f"k >= {self.num}/{self.den}N [{self.frame.describe()}]"
+
+
+@dataclass(frozen=True)
+class After:
+    """k > num*N/den."""
+
+    num: int
+    den: int
+    frame: Frame = Block()
+
+    def describe(self):
+        return f"k > {self.num}/{self.den}N [{self.frame.describe()}]"
+
+
+@dataclass(frozen=True)
+class UseMoreBits:
+    """llama.cpp's use_more_bits(k, N): k < N/8 || k >= 7*N/8 || (k - N/8) % 3 == 2."""
+
+    frame: Frame = Block()
+
+    def describe(self):
+        return f"use_more_bits [{self.frame.describe()}]"
+
+
+@dataclass(frozen=True)
+class Experts:
+    """n_expert <op> value, n_expert as the GGUF says (0 for dense models)."""
+
+    op: str
+    value: int
+
+    def __post_init__(self):
+        if self.op not in ("==", "!=", ">=", ">", "<=", "<"):
+            raise PolicyError(f"Experts op must be a comparison, not {self.op!r}")
+
+    def describe(self):
+        return f"n_expert {self.op} {self.value}"
+
+
+@dataclass(frozen=True)
+class Gqa:
+    op: str
+    value: int
+
+    def describe(self):
+        return f"n_gqa {self.op} {self.value}"
+
+
+@dataclass(frozen=True)
+class Imatrix:
+    present: bool = True
+
+    def describe(self):
+        return "imatrix" if self.present else "no imatrix"
+
+
+@dataclass(frozen=True)
+class Ftypes:
+    names: tuple[str, ...]
+
+    def describe(self):
+        return "ftype in " + ",".join(self.names)
+
+
+@dataclass(frozen=True)
+class Arch:
+    names: tuple[str, ...]
+
+    def describe(self):
+        return "arch in " + ",".join(self.names)
+
+
+@dataclass(frozen=True)
+class RowMultiple:
+    """ne[0] % n == 0."""
+
+    n: int
+
+    def describe(self):
+        return f"ne0 % {self.n} == 0"
+
+
+@dataclass(frozen=True)
+class Stacked:
+    """ne[2] > 1 (an expert tensor)."""
+
+    def describe(self):
+        return "ne2 > 1"
+
+
+@dataclass(frozen=True)
+class Not:
+    cond: "Cond"
+
+    def describe(self):
+        return f"not ({self.cond.describe()})"
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    conds: tuple["Cond", ...]
+
+    def describe(self):
+        return " or ".join(f"({c.describe()})" for c in self.conds)
+
+
+@dataclass(frozen=True)
+class AllOf:
+    conds: tuple["Cond", ...]
+
+    def describe(self):
+        return " and ".join(f"({c.describe()})" for c in self.conds)
+
+
+Cond = Union[Before, AtLeast, After, UseMoreBits, Experts, Gqa, Imatrix, Ftypes, Arch, RowMultiple, Stacked, Not, AnyOf, AllOf]
+POSITION = (Before, AtLeast, After, UseMoreBits)
+
+
+# ---------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class Set:
+    type: T
+
+    def describe(self):
+        return self.type.name
+
+
+@dataclass(frozen=True)
+class ByFtype:
+    """A table ftype -> type; `otherwise` None keeps stock's choice."""
+
+    table: tuple[tuple[str, T], ...]
+    otherwise: T | None = None
+
+    def describe(self):
+        parts = [f"{f}:{t.name}" for f, t in self.table]
+        parts.append(f"else {self.otherwise.name if self.otherwise else 'stock'}")
+        return "{" + ", ".join(parts) + "}"
+
+
+@dataclass(frozen=True)
+class Step:
+    """Move stock's choice `by` steps along `ladder` (clamped); off-ladder choices are kept."""
+
+    by: int
+    ladder: tuple[T, ...]
+
+    def describe(self):
+        return f"stock {'+' if self.by >= 0 else ''}{self.by} step(s)"
+
+
+@dataclass(frozen=True)
+class Default:
+    """The ftype's default type (as if stock had no rule for this tensor)."""
+
+    def describe(self):
+        return "ftype default"
+
+
+@dataclass(frozen=True)
+class Keep:
+    """Stock's choice, unchanged (ends the search: later rules are not consulted)."""
+
+    def describe(self):
+        return "stock"
+
+
+Action = Union[Set, ByFtype, Step, Default, Keep]
+
+LADDER: tuple[T, ...] = (
+    T.IQ1_S, T.IQ1_M, T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ4_XS,
+    T.Q4_K, T.Q5_K, T.Q6_K, T.Q8_0,
+)
+
+
+# ------------------------------------------------------------------------------ rules
+
+
+@dataclass(frozen=True)
+class Select:
+    """Which tensors: exact kinds, a substring of the name, or a regex searched in the name."""
+
+    kinds: tuple[str, ...] = ()
+    contains: str | None = None
+    pattern: str | None = None
+
+    def __post_init__(self):
+        given = sum(bool(x) for x in (self.kinds, self.contains, self.pattern))
+        if given != 1:
+            raise PolicyError("a selector takes exactly one of kinds=, contains=, pattern=")
+
+    def describe(self):
+        if self.kinds:
+            return ",".join(self.kinds)
+        if self.contains:
+            return f"*{self.contains}*"
+        return f"/{self.pattern}/"
+
+
+@dataclass(frozen=True)
+class Rule:
+    select: Select
+    when: tuple[Cond, ...]
+    then: Action
+    source: str  # "policies/<file>.py:<line>"
+    note: str = ""
+
+    def describe_when(self) -> str:
+        return " and ".join(c.describe() for c in self.when) or "always"
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    summary: str
+    rules: tuple[Rule, ...]
+    archs: tuple[str, ...] = ()  # empty: every architecture
+    pins: tuple[str, ...] = ("4227c9be", "b6700", "49bfddeca")
+    # shape fallback: None keeps stock's table; else (from, to) pairs replacing it.
+    fallback: tuple[tuple[T, T], ...] | None = None
+    missing_imatrix: str = "abort"  # "abort" (stock) | "q8_0"
+    imatrix_mismatch: str = "abort"  # "abort" (stock) | "ignore"
+    description: str = ""
+    source: str = ""  # policies/<file>.py
+    content_hash: str = ""
+
+    def __post_init__(self):
+        if self.missing_imatrix not in ("abort", "q8_0"):
+            raise PolicyError(f"{self.source}: missing_imatrix must be 'abort' or 'q8_0'")
+        if self.imatrix_mismatch not in ("abort", "ignore"):
+            raise PolicyError(f"{self.source}: imatrix_mismatch must be 'abort' or 'ignore'")
+
+
+# -------------------------------------------------------------------- building helpers
+
+
+def _caller_source(depth: int = 2) -> str:
+    frame = inspect.stack()[depth]
+    path = frame.filename
+    root = os.environ.get("QPATCH_ROOT") or _repo_root()
+    try:
+        rel = os.path.relpath(path, root)
+    except ValueError:
+        rel = path
+    if rel.startswith(".."):
+        rel = os.path.basename(path)
+    return f"{rel}:{frame.lineno}"
+
+
+def _repo_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def rule(select: Select | str | tuple, then: Action | T, *when: Cond, note: str = "") -> Rule:
+    """Build a rule recording the file:line of the call (the policy module's line)."""
+    if isinstance(select, str):
+        select = Select(kinds=(select,))
+    elif isinstance(select, tuple):
+        select = Select(kinds=select)
+    if isinstance(then, T):
+        then = Set(then)
+    for c in when:
+        if not isinstance(c, Cond.__args__):
+            raise PolicyError(f"{_caller_source()}: not a condition: {c!r}")
+    if not isinstance(then, Action.__args__):
+        raise PolicyError(f"{_caller_source()}: not an action: {then!r}")
+    return Rule(select=select, when=tuple(when), then=then, source=_caller_source(), note=note)
+

@@ -1,0 +1,147 @@
+"""Present a Plan: a recipe-style table (kind x block ranges), markdown, or the JSON contract."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from .evaluate import Plan
+from .model_facts import block_of, kind_of
+
+
+@dataclass
+class Group:
+    label: str
+    kind: str
+    blocks: list[int]
+    type: str
+    rule: str
+    count: int
+    nbytes: int
+
+
+def _ranges(blocks: list[int]) -> str:
+    parts, start, prev = [], None, None
+    for b in blocks:
+        if start is None:
+            start = prev = b
+        elif b == prev + 1:
+            prev = b
+        else:
+            parts.append((start, prev))
+            start = prev = b
+    if start is not None:
+        parts.append((start, prev))
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in parts)
+
+
+def groups(plan: Plan) -> list[Group]:
+    """Non-block tensors one by one; block tensors grouped by (kind, type, rule) over blocks."""
+    out: list[Group] = []
+    by_key: dict[tuple[str, str, str], Group] = {}
+    for t in plan.tensors:
+        b = block_of(t.name)
+        typ = t.type.name.lower()
+        if b < 0:
+            out.append(Group(t.name, kind_of(t.name), [], typ, t.rule, 1, t.nbytes))
+            continue
+        suffix = t.name.split(".", 2)[2].removesuffix(".weight")
+        key = (suffix, typ, t.rule)
+        g = by_key.get(key)
+        if g is None:
+            g = Group("", suffix, [], typ, t.rule, 0, 0)
+            by_key[key] = g
+            out.append(g)
+        g.blocks.append(b)
+        g.count += 1
+        g.nbytes += t.nbytes
+    for g in out:
+        if g.blocks:
+            g.label = f"blk.[{_ranges(sorted(g.blocks))}].{g.kind}"
+    # block groups ordered by kind's first appearance, then first block
+    first_kind: dict[str, int] = {}
+    for i, g in enumerate(out):
+        first_kind.setdefault(g.kind, i)
+    return sorted(out, key=lambda g: (bool(g.blocks), first_kind[g.kind] if g.blocks else 0,
+                                      g.blocks[0] if g.blocks else 0))
+
+
+def human_bytes(n: int) -> str:
+    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n} B"
+
+
+def to_json(plan: Plan) -> dict:
+    return {
+        "model": plan.model.name,
+        "policy": plan.policy.name,
+        "pin": plan.pin,
+        "ftype": plan.options.ftype.name,
+        "imatrix": plan.options.has_imatrix,
+        "tensors": [
+            {"name": t.name, "shape": list(t.shape), "type": t.type.name, "rule": t.rule}
+            for t in plan.tensors
+        ],
+        "total_bytes": plan.total_bytes,
+        "bpw": round(plan.bpw, 4),
+        "errors": list(plan.errors),
+    }
+
+
+def render_json(plan: Plan) -> str:
+    return json.dumps(to_json(plan), indent=2)
+
+
+def _header(plan: Plan) -> str:
+    o = plan.options
+    extra = []
+    if o.pure:
+        extra.append("pure")
+    if o.tensor_types:
+        extra.append(f"{len(o.tensor_types)} --tensor-type")
+    return (f"{plan.model.name}  arch={plan.model.arch}  blocks={plan.model.n_layer}  experts={plan.model.n_expert}  "
+            f"policy={plan.policy.name}  pin={plan.pin}  ftype={o.ftype.name}  "
+            f"imatrix={'yes' if o.has_imatrix else 'no'}" + ("  " + " ".join(extra) if extra else ""))
+
+
+def _footer(plan: Plan) -> str:
+    return (f"total {human_bytes(plan.total_bytes)} ({plan.total_bytes:,} bytes) in {len(plan.tensors)} tensors, "
+            f"{plan.bpw:.3f} bits per weight")
+
+
+def render_table(plan: Plan, *, show_unquantized: bool = False) -> str:
+    rows = []
+    for g in groups(plan):
+        if not show_unquantized and g.rule.startswith("not quantized"):
+            continue
+        rows.append((g.label, g.type, str(g.count), human_bytes(g.nbytes), g.rule))
+    head = ("tensors", "type", "n", "size", "rule")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
+    lines = [_header(plan), ""]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths[:2]) + "  " + f"{{:>{widths[2]}}}  {{:>{widths[3]}}}  {{}}"
+    lines.append(fmt.format(*head))
+    lines.append(fmt.format(*("-" * w for w in widths), "-" * 4))
+    for r in rows:
+        lines.append(fmt.format(*r))
+    hidden = sum(1 for t in plan.tensors if t.rule.startswith("not quantized"))
+    lines.append("")
+    if hidden and not show_unquantized:
+        lines.append(f"({hidden} tensors kept as they are: norms, biases, router weights; --all shows them)")
+    lines.append(_footer(plan))
+    for e in plan.errors:
+        lines.append(f"error: {e}")
+    return "\n".join(lines)
+
+
+def render_markdown(plan: Plan) -> str:
+    lines = [f"**{_header(plan)}**", "", "| tensors | type | n | size | rule |", "|---|---|---:|---:|---|"]
+    for g in groups(plan):
+        if g.rule.startswith("not quantized"):
+            continue
+        lines.append(f"| `{g.label}` | {g.type} | {g.count} | {human_bytes(g.nbytes)} | {g.rule} |")
+    lines += ["", _footer(plan)]
+    for e in plan.errors:
+        lines.append(f"\n> error: {e}")
+    return "\n".join(lines)

@@ -1,0 +1,252 @@
+"""Write thin but real GGUF models and imatrix files with the `gguf` package.
+
+Type choice reads only the hyper-parameters, the names, ne[0] and whether ne[2] > 1, so the
+models keep real row lengths but one row (`rows`) and two stored experts: llama-quantize
+loads and quantizes them in milliseconds. `sparse=True` writes no tensor data at all (a hole),
+for header-only benchmarks at real DeepSeek-V3 shapes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from gguf import GGMLQuantizationType as T
+from gguf import GGUFWriter
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    arch: str  # llama | qwen3moe | deepseek2 | falcon
+    n_layer: int
+    n_embd: int = 256
+    n_ff: int = 512
+    n_head: int = 8
+    n_head_kv: int = 2
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_ff_exp: int = 256
+    leading_dense: int = 0  # deepseek2: blocks before the first MoE block
+    shared_experts: int = 0
+    attention: str = "gqa"  # gqa | mla (attn_k_b/attn_v_b) | kvb (attn_kv_b) | qkv (fused)
+    tied: bool = False  # no output.weight
+    rows: int = 1  # ne[1] of every matrix
+    stored_experts: int = 2  # ne[2] of expert tensors
+    n_vocab: int = 32
+    q_lora: int = 256
+    kv_lora: int = 256
+    head_k_mla: int = 192
+    head_v_mla: int = 128
+    head_dim: int = 32
+    extra: tuple = ()
+
+    def tensors(self) -> list[tuple[str, tuple[int, ...], T]]:
+        """(name, ne, type) for every tensor, in a natural (converter) order."""
+        r, e = self.rows, self.stored_experts
+        out = [("token_embd.weight", (self.n_embd, r), T.BF16), ("output_norm.weight", (self.n_embd,), T.F32)]
+        if self.arch == "falcon":
+            out.append(("output_norm.bias", (self.n_embd,), T.F32))
+        if not self.tied:
+            out.append(("output.weight", (self.n_embd, r), T.BF16))
+        for i in range(self.n_layer):
+            b = f"blk.{i}."
+            out.append((b + "attn_norm.weight", (self.n_embd,), T.F32))
+            if self.attention in ("mla", "kvb"):
+                out += [(b + "attn_q_a_norm.weight", (self.q_lora,), T.F32),
+                        (b + "attn_kv_a_norm.weight", (self.kv_lora,), T.F32)]
+            out += [(b + n, s, T.BF16) for n, s in self._attention()]
+            if self.arch == "qwen3moe":
+                out += [(b + "attn_q_norm.weight", (self.head_dim,), T.F32), (b + "attn_k_norm.weight", (self.head_dim,), T.F32)]
+            if self.arch != "falcon":
+                out.append((b + "ffn_norm.weight", (self.n_embd,), T.F32))
+            moe = self.n_expert > 0 and i >= self.leading_dense
+            if not moe:
+                out += [(b + "ffn_up.weight", (self.n_embd, r), T.BF16), (b + "ffn_down.weight", (self.n_ff, r), T.BF16)]
+                if self.arch != "falcon":
+                    out.append((b + "ffn_gate.weight", (self.n_embd, r), T.BF16))
+                continue
+            out.append((b + "ffn_gate_inp.weight", (self.n_embd, r), T.F32))
+            out += [
+                (b + "ffn_gate_exps.weight", (self.n_embd, r, e), T.BF16),
+                (b + "ffn_up_exps.weight", (self.n_embd, r, e), T.BF16),
+                (b + "ffn_down_exps.weight", (self.n_ff_exp, r, e), T.BF16),
+            ]
+            if self.arch == "deepseek2":
+                out.append((b + "exp_probs_b.bias", (self.n_expert,), T.F32))
+            if self.shared_experts:
+                ff_sh = self.n_ff_exp * self.shared_experts
+                out += [
+                    (b + "ffn_gate_shexp.weight", (self.n_embd, r), T.BF16),
+                    (b + "ffn_up_shexp.weight", (self.n_embd, r), T.BF16),
+                    (b + "ffn_down_shexp.weight", (ff_sh, r), T.BF16),
+                ]
+        return out
+
+    def _attention(self):
+        r, d = self.rows, self.n_embd
+        if self.attention == "qkv":
+            return [("attn_qkv.weight", (d, r)), ("attn_output.weight", (d, r))]
+        if self.attention in ("mla", "kvb"):
+            out = [
+                ("attn_q_a.weight", (d, r)),
+                ("attn_q_b.weight", (self.q_lora, r)),
+                ("attn_kv_a_mqa.weight", (d, r)),
+            ]
+            if self.attention == "mla":
+                out += [("attn_k_b.weight", (self.head_k_mla - 64, r, 2)), ("attn_v_b.weight", (self.kv_lora, r, 2))]
+            else:
+                out.append(("attn_kv_b.weight", (self.kv_lora, r)))
+            out.append(("attn_output.weight", (self.n_head * self.head_v_mla, r)))
+            return out
+        return [
+            ("attn_q.weight", (d, r)), ("attn_k.weight", (d, r)), ("attn_v.weight", (d, r)),
+            ("attn_output.weight", (d, r)),
+        ]
+
+    def kv(self) -> dict[str, tuple[str, object]]:
+        a = self.arch
+        kv = {
+            f"{a}.context_length": ("u32", 4096),
+            f"{a}.embedding_length": ("u32", self.n_embd),
+            f"{a}.block_count": ("u32", self.n_layer),
+            f"{a}.feed_forward_length": ("u32", self.n_ff),
+            f"{a}.attention.head_count": ("u32", self.n_head),
+            f"{a}.attention.head_count_kv": ("u32", self.n_head_kv),
+            f"{a}.vocab_size": ("u32", self.n_vocab),
+        }
+        if a == "falcon":
+            kv[f"{a}.attention.layer_norm_epsilon"] = ("f32", 1e-5)
+        else:
+            kv[f"{a}.attention.layer_norm_rms_epsilon"] = ("f32", 1e-6)
+        if self.n_expert:
+            kv[f"{a}.expert_count"] = ("u32", self.n_expert)
+            kv[f"{a}.expert_used_count"] = ("u32", self.n_expert_used or min(2, self.n_expert))
+            kv[f"{a}.expert_feed_forward_length"] = ("u32", self.n_ff_exp)
+        if a == "deepseek2":
+            kv.update({
+                f"{a}.leading_dense_block_count": ("u32", self.leading_dense),
+                f"{a}.attention.q_lora_rank": ("u32", self.q_lora),
+                f"{a}.attention.kv_lora_rank": ("u32", self.kv_lora),
+                f"{a}.attention.key_length": ("u32", self.kv_lora + 64),
+                f"{a}.attention.value_length": ("u32", self.kv_lora),
+                f"{a}.rope.dimension_count": ("u32", 64),
+                f"{a}.expert_shared_count": ("u32", self.shared_experts),
+                f"{a}.expert_weights_scale": ("f32", 2.5),
+                f"{a}.expert_weights_norm": ("bool", True),
+                f"{a}.expert_gating_func": ("u32", 2),
+            })
+            if self.attention == "mla":
+                kv[f"{a}.attention.key_length_mla"] = ("u32", self.head_k_mla)
+                kv[f"{a}.attention.value_length_mla"] = ("u32", self.head_v_mla)
+        for k, v in self.extra:
+            kv[k] = v
+        return kv
+
+
+def _data(ne: tuple[int, ...], ttype: T, rng: np.random.Generator) -> np.ndarray:
+    shape = tuple(reversed(ne))  # numpy order
+    x = rng.standard_normal(shape, dtype=np.float32) * 0.02
+    if ttype == T.F32:
+        return x
+    if ttype == T.F16:
+        return x.astype(np.float16)
+    # BF16: upper 16 bits of the f32 pattern (round toward zero is fine for test data)
+    return (x.view(np.uint32) >> 16).astype(np.uint16)
+
+
+def _writer_kv(w: GGUFWriter, kv: dict):
+    for k, (kind, v) in kv.items():
+        {"u32": w.add_uint32, "f32": w.add_float32, "bool": w.add_bool, "str": w.add_string,
+         "i32": w.add_int32, "u16": w.add_uint16}[kind](k, v)
+
+
+def write_model(spec: Spec, path: str | os.PathLike, *, seed: int = 0, file_type: int = 32) -> Path:
+    """Write `spec` as one GGUF file with real (tiny) tensor data."""
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    w = GGUFWriter(str(path), spec.arch)
+    w.add_uint32("general.file_type", file_type)
+    _writer_kv(w, spec.kv())
+    for name, ne, ttype in spec.tensors():
+        arr = _data(ne, ttype, rng)
+        if ttype == T.BF16:
+            w.add_tensor(name, arr, raw_shape=arr.shape, raw_dtype=T.BF16)
+        else:
+            w.add_tensor(name, arr)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def write_imatrix(spec: Spec, path: str | os.PathLike, *, skip: tuple[str, ...] = (), chunk_size: int = 512,
+                  wrong_length: tuple[str, ...] = ()) -> Path:
+    """A GGUF imatrix with an entry for every quantizable matrix (names in `skip` left out)."""
+    path = Path(path)
+    w = GGUFWriter(str(path), "imatrix")
+    w.add_string("general.type", "imatrix")
+    w.add_array("imatrix.datasets", ["synthetic"])
+    w.add_uint32("imatrix.chunk_count", 1)
+    w.add_uint32("imatrix.chunk_size", chunk_size)
+    rng = np.random.default_rng(1)
+    for name, ne, ttype in spec.tensors():
+        if len(ne) < 2 or not name.endswith(".weight") or name in skip or "_norm" in name:
+            continue
+        n_mat = ne[2] if len(ne) > 2 else 1
+        ne0 = ne[0] + (32 if name in wrong_length else 0)
+        sums = (rng.random((n_mat, ne0), dtype=np.float32) + 0.5)
+        counts = np.full((n_mat, 1), float(chunk_size), dtype=np.float32)
+        w.add_tensor(f"{name}.in_sum2", sums)
+        w.add_tensor(f"{name}.counts", counts)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def write_sparse_split(spec: Spec, prefix: str | os.PathLike, n_split: int, *, kv_extra: dict | None = None) -> list[Path]:
+    """Write `spec` as n_split shards whose tensor data regions are holes (never materialised).
+
+    The header is real; data is a sparse extent of the right length, so readers that only
+    parse headers see a complete, real-sized model.
+    """
+    from .catalogue import tensor_bytes
+
+    prefix = Path(prefix)
+    tensors = spec.tensors()
+    per = -(-len(tensors) // n_split)
+    paths = []
+    for i in range(n_split):
+        part = tensors[i * per: (i + 1) * per]
+        p = prefix.with_name(f"{prefix.name}-{i + 1:05d}-of-{n_split:05d}.gguf")
+        w = GGUFWriter(str(p), spec.arch)
+        if i == 0:
+            w.add_uint32("general.file_type", 32)
+            _writer_kv(w, spec.kv())
+            for k, v in (kv_extra or {}).items():
+                _writer_kv(w, {k: v})
+        w.add_uint16("split.no", i)
+        w.add_uint16("split.count", n_split)
+        w.add_int32("split.tensors.count", len(tensors))
+        total = 0
+        for name, ne, ttype in part:
+            nbytes = tensor_bytes(ttype, ne)
+            w.add_tensor_info(name, tuple(reversed(ne)), np.dtype(np.float32), nbytes, raw_dtype=ttype)
+            total += (nbytes + 31) // 32 * 32
+        w.write_header_to_file(path=p)
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        w.close()
+        with open(p, "r+b") as f:
+            f.seek(0, os.SEEK_END)
+            end = f.tell()
+            pad = (end + 31) // 32 * 32
+            f.truncate(pad + total)  # a hole: the data region is never written
+        paths.append(p)
+    return paths
+
