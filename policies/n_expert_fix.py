@@ -1,0 +1,52 @@
+"""n-expert-fix: stock's MoE bumps for every model with 8 or more experts, not exactly 8.
+
+What: every place where llama.cpp 4227c9be's `llama_tensor_get_type` tests
+`hparams.n_expert == 8` behaves as `n_expert >= 8`. There are six such places:
+
+  low-bit ftypes (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ2_M)
+    attn_k                 -> Q4_K
+    attn_output            -> Q5_K
+  other quantized ftypes (not MXFP4_MOE)
+    attn_v                 -> Q8_0 (overrides every other attn_v rule, as stock does)
+    attn_k                 -> Q8_0
+    attn_output (not falcon), for Q2_K IQ3_XS IQ3_XXS Q3_K_S Q3_K_M IQ4_NL Q4_K_S Q4_K_M IQ3_S IQ3_M IQ4_XS
+                           -> Q5_K, and for every other ftype the ftype's default type: stock's
+                              `if (n_expert == 8) {...} else {table}` never reaches the else-table
+                              (Q2_K->Q3_K, Q3_K_L->Q5_K, ...) for such a model
+    ffn_down*, IQ3_M, use_more_bits(block i, block count) -> Q4_K
+      (stock: i < n/8 || (n_expert == 8 && use_more_bits); the i < n/8 half already holds)
+
+Why: those bumps were written for Mixtral-8x7B. DeepSeek-V3/R1 (256 experts), Qwen3-MoE
+(128), Kimi-K2 (384) silently lose them: their attention and attn_output go out at the
+ftype's lowest type while Mixtral's are protected.
+
+For: any MoE model with more than 8 experts. With exactly 8 experts, or fewer, it changes
+nothing (the conditions are stock's own for n_expert == 8).
+"""
+
+from gguf import GGMLQuantizationType as T
+
+from qpatch.policy.blocks import E8, HB, LB
+from qpatch.policy.model import Arch, Default, Ftypes, Not, Policy, Select, UseMoreBits, rule
+
+ATTN_OUTPUT_Q5K = Ftypes(("Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M", "IQ3_S",
+                          "IQ3_M", "IQ4_XS"))
+
+LOW_BIT_ATTN_K = rule("attn_k", T.Q4_K, LB, E8)
+LOW_BIT_ATTN_OUTPUT = rule("attn_output", T.Q5_K, LB, E8)
+ATTN_V = rule("attn_v", T.Q8_0, HB, E8)
+ATTN_K = rule("attn_k", T.Q8_0, HB, E8)
+NOT_FALCON = Not(Arch(("falcon",)))
+ATTN_OUTPUT = (
+    rule("attn_output", T.Q5_K, ATTN_OUTPUT_Q5K, E8, NOT_FALCON),
+    rule("attn_output", Default(), HB, E8, NOT_FALCON, note="the n_expert == 8 branch has no else"),
+)
+IQ3_M_FFN_DOWN = rule(Select(contains="ffn_down"), T.Q4_K, Ftypes(("IQ3_M",)), E8, UseMoreBits())
+
+RULES = (LOW_BIT_ATTN_K, LOW_BIT_ATTN_OUTPUT, ATTN_V, ATTN_K, *ATTN_OUTPUT, IQ3_M_FFN_DOWN)
+
+POLICY = Policy(
+    name="n-expert-fix",
+    summary="stock's n_expert == 8 bumps (attn_v/attn_k Q8_0, attn_output Q5_K, ...) for every n_expert >= 8",
+    rules=RULES,
+)

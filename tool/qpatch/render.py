@@ -1,0 +1,196 @@
+"""Render a policy to the C++ header that the hook patch includes into src/llama-quant.cpp.
+
+Each condition and action class gets its C++ meaning here (its Python meaning is in
+evaluate.py); the file's shape is in templates/policy.h.j2. Output is deterministic:
+no timestamps, rules in policy order, frames and groups in first-use order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from gguf import GGMLQuantizationType as T
+from gguf import LlamaFileType
+
+from .catalogue import BY_NAME, FTYPES
+from .policy.loader import repo_root
+from .policy.model import (
+    AllOf, AnyOf, After, Arch, AtLeast, Before, Block, ByFtype, Default, Experts, Ftypes, Gqa, Imatrix, Keep,
+    Not, Ordinal, Policy, RowMultiple, Set, Stacked, Step, UseMoreBits,
+)
+from .stock.b6700 import FALLBACK
+
+GENERATED_PATH = "src/llama-quant-qpatch.h"
+
+# Pin -> hook family (which hook patch, and therefore which call signature).
+FAMILIES = {"4227c9be": "b6700", "b6700": "b6700", "49bfddeca": "49bfddeca"}
+
+
+def ggml(t: T) -> str:
+    return f"GGML_TYPE_{t.name}"
+
+
+def llama_ftype(name: str) -> str:
+    return f"LLAMA_FTYPE_{LlamaFileType(BY_NAME[name].id).name}"
+
+
+def _str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class _Frames:
+    """Collects the position frames a policy uses; each becomes one `pos` variable."""
+
+    def __init__(self):
+        self.frames: list = []
+        self.groups: list[tuple[str, ...]] = []
+
+    def var(self, frame) -> str:
+        if frame not in self.frames:
+            self.frames.append(frame)
+            if isinstance(frame, Ordinal) and frame.kinds is not None and frame.kinds not in self.groups:
+                self.groups.append(frame.kinds)
+        return f"p{self.frames.index(frame)}"
+
+    def expr(self, frame) -> str:
+        if isinstance(frame, Block):
+            return "pos{ block_of(name) >= 0, block_of(name), n_layer }"
+        n_blocks = frame.n == "blocks"
+        if frame.kinds is None:
+            n = "n_layer" if n_blocks else "st.count.at(kind)"
+            return f"pos{{ true, st.ordinal.at(name), {n} }}"
+        g = self.groups.index(frame.kinds)
+        n = "n_layer" if n_blocks else f"st.group_count[{g}]"
+        return (f"in_group_{g}(kind) ? pos{{ true, st.group_ordinal[{g}].at(name), {n} }} "
+                f": pos{{ false, 0, 0 }}")
+
+
+_CMP = {"==", "!=", ">=", ">", "<=", "<"}
+
+
+def cond_cpp(c, frames: _Frames) -> str:
+    if isinstance(c, Before):
+        return f"before({frames.var(c.frame)}, {c.num}, {c.den})"
+    if isinstance(c, AtLeast):
+        return f"at_least({frames.var(c.frame)}, {c.num}, {c.den})"
+    if isinstance(c, After):
+        return f"after({frames.var(c.frame)}, {c.num}, {c.den})"
+    if isinstance(c, UseMoreBits):
+        return f"more_bits({frames.var(c.frame)})"
+    if isinstance(c, Experts):
+        assert c.op in _CMP
+        return f"n_expert {c.op} {int(c.value)}"
+    if isinstance(c, Gqa):
+        assert c.op in _CMP
+        return f"n_gqa {c.op} {int(c.value)}"
+    if isinstance(c, Imatrix):
+        return "has_imatrix" if c.present else "!has_imatrix"
+    if isinstance(c, Ftypes):
+        return "(" + " || ".join(f"ftype == {llama_ftype(n)}" for n in c.names) + ")"
+    if isinstance(c, Arch):
+        return "(" + " || ".join(f"arch == {_str(a)}" for a in c.names) + ")"
+    if isinstance(c, RowMultiple):
+        return f"tensor->ne[0] % {int(c.n)} == 0"
+    if isinstance(c, Stacked):
+        return "tensor->ne[2] > 1"
+    if isinstance(c, Not):
+        return f"!({cond_cpp(c.cond, frames)})"
+    if isinstance(c, AnyOf):
+        return "(" + " || ".join(cond_cpp(d, frames) for d in c.conds) + ")"
+    if isinstance(c, AllOf):
+        return "(" + " && ".join(cond_cpp(d, frames) for d in c.conds) + ")"
+    raise TypeError(f"no C++ meaning for condition {c!r}")
+
+
+def select_cpp(sel) -> str:
+    if sel.kinds:
+        return "(" + " || ".join(f"kind == {_str(k)}" for k in sel.kinds) + ")"
+    if sel.contains:
+        return f"name.find({_str(sel.contains)}) != std::string::npos"
+    # ECMAScript regex (what llama-quantize's --tensor-type uses); compiled once per rule
+    return f"[&] {{ static const std::regex re({_str(sel.pattern)}); return std::regex_search(name, re); }}()"
+
+
+def action_cpp(a, ladders: list[tuple[str, ...]]) -> str:
+    if isinstance(a, Set):
+        return f"return {ggml(a.type)};"
+    if isinstance(a, ByFtype):
+        cases = " ".join(f"case {llama_ftype(f)}: return {ggml(t)};" for f, t in a.table)
+        other = ggml(a.otherwise) if a.otherwise is not None else "stock"
+        return f"switch (ftype) {{ {cases} default: return {other}; }}"
+    if isinstance(a, Step):
+        lad = tuple(ggml(t) for t in a.ladder)
+        if lad not in ladders:
+            ladders.append(lad)
+        i = ladders.index(lad)
+        return f"return step(stock, {int(a.by)}, ladder_{i}, {len(lad)});"
+    if isinstance(a, Default):
+        return "return default_type(ftype);"
+    if isinstance(a, Keep):
+        return "return stock;"
+    raise TypeError(f"no C++ meaning for action {a!r}")
+
+
+@dataclass
+class _RuleView:
+    source: str
+    select: str
+    when_text: str
+    then_text: str
+    note: str
+    cond: str
+    action: str
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(repo_root() / "templates")),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def render(policy: Policy, pin: str = "4227c9be") -> str:
+    """The generated header for `policy` on `pin`."""
+    if pin not in FAMILIES:
+        from .errors import UsageError
+
+        raise UsageError(f"unknown pin '{pin}'", hint=f"known pins: {', '.join(sorted(FAMILIES))}")
+    frames = _Frames()
+    ladders: list[tuple[str, ...]] = []
+    rules = []
+    for r in policy.rules:
+        parts = [select_cpp(r.select)] + [cond_cpp(c, frames) for c in r.when]
+        rules.append(_RuleView(
+            source=r.source, select=r.select.describe(), when_text=r.describe_when(),
+            then_text=r.then.describe(), note=r.note,
+            cond=" && ".join(parts), action=action_cpp(r.then, ladders),
+        ))
+    frame_views = [{"var": frames.var(f), "expr": frames.expr(f)} for f in frames.frames]
+    defaults = [(llama_ftype(f.name), ggml(f.default)) for f in FTYPES if not f.copy and f.quantizes]
+    fb = [(ggml(a), ggml(b)) for a, b in policy.fallback] if policy.fallback is not None else []
+    text = _env().get_template("policy.h.j2").render(
+        policy=policy, family=FAMILIES[pin], command=f"qpatch render {policy.name} --pin {pin}",
+        rules=rules, frames=frame_views, groups=[{"kinds": g} for g in frames.groups], ladders=ladders,
+        defaults=defaults, fallback=fb,
+    )
+    return text
+
+
+def stock_fallback_table() -> tuple[tuple[T, T], ...]:
+    return tuple(FALLBACK.items())
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Write only when the content differs, so CMake rebuilds one translation unit at most."""
+    path = Path(path)
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return True
