@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 JOBS   ?= $(shell nproc)
 
-.PHONY: help setup test test-fast bench golden clean
+.PHONY: help setup test test-fast bench golden clean build-cpu build-cuda demo fuzz
 
 help:
 	@echo "make setup       create .venv with qpatch and test dependencies"
@@ -29,3 +29,10 @@ test-fast: setup
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
+
+# Regenerate the golden C++ renders that tests/test_render.py compares against.
+POLICIES := stock n-expert-fix ffn-down-bump deepseek-v3
+GOLDEN_PINS := 4227c9be 49bfddeca
+golden: setup
+	@for pin in $(GOLDEN_PINS); do for p in $(POLICIES); do \
+	  $(BIN)/qpatch render $$p --pin $$pin -o tests/golden/$$p.$$pin.h; done; done

@@ -67,3 +67,5 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+from . import cli_policy  # noqa: E402,F401  (registers list, show, render)

@@ -12,8 +12,8 @@ LB_NAMES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M")
 # Every other ftype for which llama_tensor_get_type runs, except MXFP4_MOE.
 HB_NAMES = tuple(f.name for f in FTYPES if f.quantizes and f.name not in LB_NAMES and f.name != "MXFP4_MOE")
 
-LB = Ftypes(LB_NAMES)
-HB = Ftypes(HB_NAMES)
+LB = Ftypes(LB_NAMES, "low-bit")
+HB = Ftypes(HB_NAMES, "other")
 E8 = Experts(">=", 8)
 
 

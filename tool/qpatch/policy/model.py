@@ -54,6 +54,10 @@ Frame = Union[Block, Ordinal]
 # ------------------------------------------------------------------------- conditions
 
 
+def _frac(num: int, den: int) -> str:
+    return f"N/{den}" if num == 1 else f"{num}N/{den}"
+
+
 @dataclass(frozen=True)
 class Before:
     """k < num*N/den (C integer division)."""
@@ -63,10 +67,7 @@ class Before:
     frame: Frame = Block()
 
     def describe(self):
-        return f"k < {self._frac()}N [{self.frame.describe()}]"
-
-    def _frac(self):
-        return f"{self.num}/{self.den}" if self.num != 1 else f"1/{self.den}"
+        return f"k < {_frac(self.num, self.den)} [{self.frame.describe()}]"
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class AtLeast:
     frame: Frame = Block()
 
     def describe(self):
-        return f"k >= {self.num}/{self.den}N [{self.frame.describe()}]"
+        return f"k >= {_frac(self.num, self.den)} [{self.frame.describe()}]"
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class After:
     frame: Frame = Block()
 
     def describe(self):
-        return f"k > {self.num}/{self.den}N [{self.frame.describe()}]"
+        return f"k > {_frac(self.num, self.den)} [{self.frame.describe()}]"
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,10 @@ class Imatrix:
 @dataclass(frozen=True)
 class Ftypes:
     names: tuple[str, ...]
+    label: str = ""  # a group's name for tables, e.g. "low-bit"
 
     def describe(self):
-        return "ftype in " + ",".join(self.names)
+        return f"{self.label} ftype" if self.label else "ftype in " + ",".join(self.names)
 
 
 @dataclass(frozen=True)

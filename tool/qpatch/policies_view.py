@@ -1,0 +1,39 @@
+"""Human-readable views of policies for `qpatch list` and `qpatch show`."""
+
+from __future__ import annotations
+
+from .policy import loader
+
+
+def _table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
+    lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*r) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def list_table() -> str:
+    rows = []
+    for name in loader.available():
+        p = loader.load(name)
+        rows.append((p.name, ",".join(p.archs) or "any", str(len(p.rules)), p.summary))
+    return _table(("policy", "archs", "rules", "summary"), rows)
+
+
+def show(name: str) -> str:
+    p = loader.load(name)
+    rows = []
+    for i, r in enumerate(p.rules, 1):
+        rows.append((str(i), r.select.describe(), r.describe_when(), r.then.describe(), r.source))
+    out = [f"{p.name}: {p.summary}",
+           f"file: {p.source}   hash: {p.content_hash}   archs: {','.join(p.archs) or 'any'}", ""]
+    out.append(_table(("#", "tensors", "when", "type", "rule"), rows) if rows else "(no rules: stock's choices)")
+    out.append("")
+    if p.fallback is None:
+        out.append("shape fallback: stock's table")
+    else:
+        out.append("shape fallback: " + ", ".join(f"{a.name}->{b.name}" for a, b in p.fallback))
+    out.append(f"missing imatrix entry for a very-low-bit tensor: {'abort (stock)' if p.missing_imatrix == 'abort' else 'quantize to Q8_0'}")
+    out.append(f"imatrix entry of the wrong length: {'abort (stock)' if p.imatrix_mismatch == 'abort' else 'ignore it'}")
+    return "\n".join(out)
