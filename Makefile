@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 JOBS   ?= $(shell nproc)
 
-.PHONY: help setup test test-fast bench golden clean build-cpu build-cuda demo fuzz
+.PHONY: help setup test test-fast bench golden docs clean build-cpu build-cuda demo fuzz
 
 help:
 	@echo "make setup       create .venv with qpatch and test dependencies"
@@ -36,3 +36,7 @@ GOLDEN_PINS := 4227c9be 49bfddeca
 golden: setup
 	@for pin in $(GOLDEN_PINS); do for p in $(POLICIES); do \
 	  $(BIN)/qpatch render $$p --pin $$pin -o tests/golden/$$p.$$pin.h; done; done
+
+# Regenerate docs/policies/*.md (rules and before/after plans on a DeepSeek-V3-shaped model).
+docs: setup
+	$(BIN)/python scripts/policy_docs.py docs/policies

@@ -42,15 +42,21 @@ def cli():
 @click.option("--pin", default="4227c9be", show_default=True, help="llama.cpp pin whose stock rules apply")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True)
 @click.option("--all", "show_all", is_flag=True, help="table: also list tensors kept as they are")
+@click.option("--compare", metavar="POLICY", help="show only what differs from POLICY's plan (e.g. stock)")
 def plan_cmd(model, ftype, policy, imatrix, output_tensor_type, token_embedding_type, tensor_types, pure,
-             leave_output_tensor, pin, fmt, show_all):
+             leave_output_tensor, pin, fmt, show_all, compare):
     """Predict the type of every tensor of MODEL for FTYPE under a policy."""
     from . import api, report
 
     p = api.make_plan(model, ftype, policy=policy, imatrix=imatrix, output_tensor_type=output_tensor_type,
                       token_embedding_type=token_embedding_type, tensor_types=tensor_types, pure=pure,
                       leave_output_tensor=leave_output_tensor, pin=pin)
-    if fmt == "json":
+    if compare:
+        base = api.make_plan(model, ftype, policy=compare, imatrix=imatrix, output_tensor_type=output_tensor_type,
+                             token_embedding_type=token_embedding_type, tensor_types=tensor_types, pure=pure,
+                             leave_output_tensor=leave_output_tensor, pin=pin)
+        click.echo(report.render_compare(base, p, markdown=fmt == "markdown"))
+    elif fmt == "json":
         click.echo(report.render_json(p))
     elif fmt == "markdown":
         click.echo(report.render_markdown(p))
@@ -69,3 +75,4 @@ if __name__ == "__main__":
     main()
 
 from . import cli_policy  # noqa: E402,F401  (registers list, show, render)
+from . import cli_verify  # noqa: E402,F401  (registers verify)

@@ -145,3 +145,41 @@ def render_markdown(plan: Plan) -> str:
     for e in plan.errors:
         lines.append(f"\n> error: {e}")
     return "\n".join(lines)
+
+
+def render_compare(base: Plan, new: Plan, *, markdown: bool = False) -> str:
+    """What `new` changes relative to `base`: per kind and block range, from -> to, and the rule."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    runs: dict[tuple[str, str, str, str], list[int]] = {}
+    order: list[tuple[str, str, str, str]] = []
+    for a, b in zip(base.tensors, new.tensors):
+        if a.type == b.type:
+            continue
+        blk = block_of(b.name)
+        kind = b.name.split(".", 2)[2].removesuffix(".weight") if blk >= 0 else b.name
+        key = (kind, a.type.name.lower(), b.type.name.lower(), b.rule)
+        if key not in runs:
+            runs[key] = []
+            order.append(key)
+        if blk >= 0:
+            runs[key].append(blk)
+    for key in order:
+        kind, t0, t1, rule = key
+        blocks = runs[key]
+        label = f"blk.[{_ranges(sorted(blocks))}].{kind}" if blocks else kind
+        rows.append((label, t0, t1, str(max(1, len(blocks))), rule))
+    saved = new.total_bytes - base.total_bytes
+    footer = (f"{base.policy.name}: {human_bytes(base.total_bytes)}, {base.bpw:.3f} bpw -> {new.policy.name}: "
+              f"{human_bytes(new.total_bytes)}, {new.bpw:.3f} bpw ({'+' if saved >= 0 else '-'}{human_bytes(abs(saved))})")
+    head = ("tensors", base.policy.name, new.policy.name, "n", "rule")
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|---|---|---|---:|---|"]
+        lines += [f"| `{r[0]}` | {r[1]} | {r[2]} | {r[3]} | {r[4]} |" for r in rows]
+        return "\n".join(lines + ["", footer])
+    if not rows:
+        return f"{_header(new)}\n\nno tensor changes type relative to {base.policy.name}\n{footer}"
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths[:3]) + f"  {{:>{widths[3]}}}  {{}}"
+    lines = [_header(new), "", fmt.format(*head), fmt.format(*("-" * w for w in widths), "-" * 4)]
+    lines += [fmt.format(*r) for r in rows]
+    return "\n".join(lines + ["", f"{len(rows)} groups changed; " + footer])

@@ -1,0 +1,113 @@
+"""Compare a quantized GGUF with the prediction: every tensor's type, and the rule that chose it.
+
+The ftype comes from the file's `general.file_type` unless given. Shapes and names come from
+the source model when given, else from the quantized file itself (names and ne[] survive
+quantization). Whether an imatrix was used is read from `quantize.imatrix.*` keys that
+llama-quantize writes when no imatrix file is passed; then every entry is assumed present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import catalogue
+from .errors import ModelError, VerifyMismatch
+from .evaluate import Options, Plan, parse_tensor_type, plan
+from .gguf_header import read_model_headers
+from .imatrix import read_imatrix
+from .model_facts import ModelFacts, read_model
+from .policy import loader
+
+
+class _AllEntries(dict):
+    """An imatrix known to have been used, whose entries are not at hand: every tensor has one."""
+
+    def __init__(self, model: ModelFacts):
+        super().__init__({t.name: t.shape[0] * (t.shape[2] if len(t.shape) > 2 else 1) for t in model.tensors})
+
+
+@dataclass
+class Mismatch:
+    name: str
+    expected: str
+    actual: str
+    rule: str
+
+
+@dataclass
+class VerifyResult:
+    plan: Plan
+    quant: ModelFacts
+    mismatches: list[Mismatch]
+    missing: list[str]
+    extra: list[str]
+    imatrix_source: str
+
+    @property
+    def ok(self) -> bool:
+        return not (self.mismatches or self.missing or self.extra)
+
+
+def verify(quant_path, *, policy: str, source=None, ftype: str | None = None, imatrix=None,
+           tensor_types=(), output_tensor_type=None, token_embedding_type=None, pure=False,
+           pin: str = "4227c9be") -> VerifyResult:
+    quant = read_model(quant_path)
+    kv = read_model_headers(quant_path)[0].kv
+    if ftype:
+        ft = catalogue.parse_ftype(ftype)
+    else:
+        if quant.file_type is None:
+            raise ModelError(f"{quant_path}: no general.file_type; pass --ftype")
+        ft = catalogue.ftype_by_id(quant.file_type)
+        if ft is None:
+            raise ModelError(f"{quant_path}: general.file_type {quant.file_type} is not an ftype of this pin")
+    model = read_model(source) if source else quant
+    if imatrix:
+        entries, im_src = read_imatrix(imatrix), f"file {imatrix}"
+    elif "quantize.imatrix.file" in kv or "quantize.imatrix.entries_count" in kv:
+        entries, im_src = _AllEntries(model), f"used ({kv.get('quantize.imatrix.file', '?')}), entries assumed present"
+    else:
+        entries, im_src = None, "none"
+    opts = Options(
+        ftype=ft, imatrix=entries,
+        output_tensor_type=catalogue.parse_type(output_tensor_type) if output_tensor_type else None,
+        token_embedding_type=catalogue.parse_type(token_embedding_type) if token_embedding_type else None,
+        tensor_types=tuple(parse_tensor_type(s) for s in tensor_types), pure=pure,
+    )
+    p = plan(model, loader.load(policy), opts, pin=pin)
+    actual = {t.name: t.type for t in quant.tensors}
+    mismatches = [Mismatch(t.name, t.type.name, actual[t.name].name, t.rule)
+                  for t in p.tensors if t.name in actual and actual[t.name] != t.type]
+    predicted = {t.name for t in p.tensors}
+    return VerifyResult(
+        plan=p, quant=quant, mismatches=mismatches,
+        missing=sorted(predicted - set(actual)), extra=sorted(set(actual) - predicted), imatrix_source=im_src,
+    )
+
+
+def report(r: VerifyResult) -> str:
+    p = r.plan
+    head = (f"{r.quant.name}: {len(p.tensors)} tensors, policy={p.policy.name}, ftype={p.options.ftype.name}, "
+            f"imatrix={r.imatrix_source}")
+    if r.ok:
+        return f"{head}\nOK: every tensor has the predicted type"
+    lines = [head, ""]
+    if r.mismatches:
+        w = max(len(m.name) for m in r.mismatches)
+        lines.append(f"{'tensor':<{w}}  {'expected':<8}  {'actual':<8}  deciding rule")
+        for m in r.mismatches:
+            lines.append(f"{m.name:<{w}}  {m.expected:<8}  {m.actual:<8}  {m.rule}")
+    for n in r.missing:
+        lines.append(f"missing from the quantized file: {n}")
+    for n in r.extra:
+        lines.append(f"not in the model: {n}")
+    lines.append("")
+    lines.append(f"MISMATCH: {len(r.mismatches)} of {len(p.tensors)} tensors differ"
+                 + (f", {len(r.missing)} missing, {len(r.extra)} extra" if r.missing or r.extra else ""))
+    return "\n".join(lines)
+
+
+def check(r: VerifyResult):
+    if not r.ok:
+        raise VerifyMismatch(f"{len(r.mismatches)} tensor(s) differ from the {r.plan.policy.name} prediction")
+
