@@ -28,3 +28,33 @@ def verify_cmd(quant, policy, source, ftype, imatrix, tensor_types, output_tenso
     click.echo(verify.report(r))
     verify.check(r)
     sys.exit(0)
+
+
+@cli.command("quantize", context_settings={"ignore_unknown_options": False})
+@click.argument("model", type=click.Path(dir_okay=False, exists=True))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--ftype", "-f", required=True)
+@click.option("--policy", "-p", help="refuse unless the checkout has this policy applied (default: what is applied)")
+@click.option("--imatrix", type=click.Path(dir_okay=False, exists=True))
+@click.option("--tensor-type", "tensor_types", multiple=True, metavar="PAT=TYPE")
+@click.option("--output-tensor-type")
+@click.option("--token-embedding-type")
+@click.option("--pure", is_flag=True)
+@click.option("--leave-output-tensor", is_flag=True)
+@click.option("--threads", type=int, help="llama-quantize threads (default: all cores)")
+@click.option("--backend", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="which build's llama-quantize (build-cpu/ or build-cuda/)")
+@click.option("--dir", "checkout", type=click.Path(file_okay=False), help="checkout (default: llama.cpp/ in the project)")
+def quantize_cmd(model, out, ftype, policy, imatrix, tensor_types, output_tensor_type, token_embedding_type, pure,
+                 leave_output_tensor, threads, backend, checkout):
+    """Quantize MODEL to OUT with the checkout's llama-quantize, then verify every tensor."""
+    from . import quantize, verify
+    from .policy.loader import repo_root
+
+    r, seconds = quantize.quantize(
+        checkout or repo_root() / "llama.cpp", model, out, ftype, policy=policy, imatrix=imatrix,
+        tensor_types=tensor_types, output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type,
+        pure=pure, leave_output_tensor=leave_output_tensor, threads=threads, backend=backend)
+    click.echo(f"quantized {model} -> {out} in {seconds:.1f} s")
+    click.echo(verify.report(r))
+    verify.check(r)

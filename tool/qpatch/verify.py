@@ -50,7 +50,7 @@ class VerifyResult:
 
 def verify(quant_path, *, policy: str, source=None, ftype: str | None = None, imatrix=None,
            tensor_types=(), output_tensor_type=None, token_embedding_type=None, pure=False,
-           pin: str = "4227c9be") -> VerifyResult:
+           leave_output_tensor=False, pin: str = "4227c9be") -> VerifyResult:
     quant = read_model(quant_path)
     kv = read_model_headers(quant_path)[0].kv
     if ftype:
@@ -73,6 +73,7 @@ def verify(quant_path, *, policy: str, source=None, ftype: str | None = None, im
         output_tensor_type=catalogue.parse_type(output_tensor_type) if output_tensor_type else None,
         token_embedding_type=catalogue.parse_type(token_embedding_type) if token_embedding_type else None,
         tensor_types=tuple(parse_tensor_type(s) for s in tensor_types), pure=pure,
+        leave_output_tensor=leave_output_tensor,
     )
     p = plan(model, loader.load(policy), opts, pin=pin)
     actual = {t.name: t.type for t in quant.tensors}

@@ -1,0 +1,125 @@
+"""Run the checkout's own llama-quantize with a progress bar, then verify the output.
+
+Before running, it refuses jobs whose result could not be trusted: a checkout whose generated
+header belongs to another policy, a header that is stale against the policy file, a binary
+older than the header (not rebuilt since `qpatch apply`), or a job the plan says
+llama-quantize would abort.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import api, render
+from .errors import BuildError, CheckoutError, QuantizeError
+from .policy import loader
+from .verify import VerifyResult, verify
+
+_BANNER_POLICY = re.compile(r"^// policy: (\S+) \(", re.M)
+_BANNER_PIN = re.compile(r"^// regenerate: qpatch render \S+ --pin (\S+)", re.M)
+_PROGRESS = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
+
+
+@dataclass
+class Applied:
+    policy: str
+    pin: str
+    header: Path
+
+
+def applied(checkout: Path) -> Applied:
+    header = Path(checkout) / render.GENERATED_PATH
+    if not header.exists():
+        raise CheckoutError(f"{checkout}: no policy applied ({render.GENERATED_PATH} is missing)",
+                            hint="run `qpatch apply POLICY` then `make build-cpu`")
+    text = header.read_text()
+    m, n = _BANNER_POLICY.search(text), _BANNER_PIN.search(text)
+    if not m or not n:
+        raise CheckoutError(f"{header}: not a qpatch-generated header (no banner)")
+    return Applied(m.group(1), n.group(1), header)
+
+
+def preflight(checkout: Path, policy: str | None, binary: Path) -> Applied:
+    a = applied(checkout)
+    policy = policy or a.policy
+    if policy != a.policy:
+        raise QuantizeError(f"the checkout has policy '{a.policy}' applied, not '{policy}'",
+                            hint=f"run `qpatch apply {policy}` and `make build-cpu`, or pass --policy {a.policy}")
+    if a.header.read_text() != render.render(loader.load(policy), a.pin):
+        raise QuantizeError(f"{a.header} is stale: policy '{policy}' changed since it was applied",
+                            hint=f"run `qpatch apply {policy}` and `make build-cpu`")
+    if not binary.exists():
+        raise BuildError(f"{binary} does not exist", hint="run `make build-cpu` (or `qpatch build --cpu`)")
+    if binary.stat().st_mtime < a.header.stat().st_mtime:
+        raise QuantizeError(f"{binary} is older than the generated policy code {a.header.name}",
+                            hint="rebuild it: `make build-cpu` (one translation unit recompiles)")
+    return a
+
+
+def _bar(done: int, total: int, name: str, width: int = 30) -> str:
+    fill = width * done // max(total, 1)
+    return f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} {name[:48]:<48}"
+
+
+def run(binary: Path, model, out, ftype: str, *, imatrix=None, extra_args=(), threads: int | None = None,
+        log: Path | None = None, progress: bool = True) -> float:
+    """Run llama-quantize; per-tensor log lines drive the progress bar. Returns seconds."""
+    cmd = [str(binary)]
+    if imatrix:
+        cmd += ["--imatrix", str(imatrix)]
+    cmd += list(extra_args) + [str(model), str(out), ftype]
+    if threads:
+        cmd.append(str(threads))
+    log = Path(log) if log else Path(str(out) + ".log")
+    t0 = time.perf_counter()
+    with open(log, "w") as lf:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lf.write(line)
+            m = _PROGRESS.match(line)
+            if m and progress:
+                sys.stderr.write(_bar(int(m.group(1)), int(m.group(2)), m.group(3)))
+                sys.stderr.flush()
+        rc = proc.wait()
+    if progress:
+        sys.stderr.write("\n")
+    if rc != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-8:])
+        raise QuantizeError(f"llama-quantize exited with {rc}; log: {log}\n{tail}")
+    return time.perf_counter() - t0
+
+
+def quantize(checkout: Path, model, out, ftype: str, *, policy: str | None = None, imatrix=None,
+             tensor_types=(), output_tensor_type=None, token_embedding_type=None, pure=False,
+             leave_output_tensor=False, threads=None, backend: str = "cpu", progress=True) -> tuple[VerifyResult, float]:
+    checkout = Path(checkout)
+    binary = checkout / f"build-{backend}" / "bin" / "llama-quantize"
+    a = preflight(checkout, policy, binary)
+    p = api.make_plan(model, ftype, policy=a.policy, imatrix=imatrix, tensor_types=tensor_types,
+                      output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
+                      leave_output_tensor=leave_output_tensor, pin=a.pin)
+    api.require_runnable(p)
+    extra: list[str] = []
+    for spec in tensor_types:
+        extra += ["--tensor-type", spec]
+    if output_tensor_type:
+        extra += ["--output-tensor-type", output_tensor_type]
+    if token_embedding_type:
+        extra += ["--token-embedding-type", token_embedding_type]
+    if pure:
+        extra.append("--pure")
+    if leave_output_tensor:
+        extra.append("--leave-output-tensor")
+    seconds = run(binary, model, out, ftype, imatrix=imatrix, extra_args=extra, threads=threads or os.cpu_count(),
+                  progress=progress)
+    r = verify(out, policy=a.policy, source=model, ftype=ftype, imatrix=imatrix, tensor_types=tensor_types,
+               output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
+               leave_output_tensor=leave_output_tensor, pin=a.pin)
+    return r, seconds
