@@ -59,3 +59,9 @@ class VerifyMismatch(QpatchError):
     """A quantized file's tensor types differ from the prediction."""
 
     exit_code = 1
+
+
+class NotExpressible(QpatchError):
+    """`qpatch export`: some of the policy's types cannot be had from a stock binary with --tensor-type."""
+
+    exit_code = 9

@@ -54,6 +54,7 @@ class TensorPlan:
     rule: str
     quantized: bool
     nbytes: int
+    fell_back: bool = False  # the shape fallback replaced the chosen type (so --tensor-type was skipped)
 
 
 @dataclass
@@ -298,7 +299,7 @@ def plan(model: ModelFacts, policy: Policy, opts: Options, pin: str = "4227c9be"
             why = "copy (COPY ftype)" if ft.copy else "not quantized (kept as is)"
             result.tensors.append(TensorPlan(name, shape, t.type, t.type, why, False, tensor_bytes(t.type, shape)))
             continue
-        new, why = ft.default, "ftype default"
+        new, why, fell = ft.default, "ftype default", False
         if opts.pure:
             why = "--pure"
         elif is_quantized(ft.default):
@@ -324,13 +325,13 @@ def plan(model: ModelFacts, policy: Policy, opts: Options, pin: str = "4227c9be"
             new, why = opts.output_tensor_type, "--output-tensor-type"
         if new == t.type:
             result.tensors.append(TensorPlan(name, shape, t.type, t.type, why + " (already this type)", False,
-                                             tensor_bytes(t.type, shape)))
+                                             tensor_bytes(t.type, shape), fell))
             continue
         new, why = _quantize_loop(result, policy if targeted else None, opts, name, shape, new, why)
         if shape[0] % block_size(new) != 0:
             result.errors.append(f"{name}: row length {shape[0]} is not a multiple of {block_size(new)} "
                                  f"required by {new.name} (overrides get no shape check)")
-        result.tensors.append(TensorPlan(name, shape, t.type, new, why, True, tensor_bytes(new, shape)))
+        result.tensors.append(TensorPlan(name, shape, t.type, new, why, True, tensor_bytes(new, shape), fell))
     return result
 
 

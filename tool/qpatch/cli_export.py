@@ -1,0 +1,44 @@
+"""`qpatch export`: a policy's types for one model as --tensor-type overrides for a stock llama-quantize."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .cli import cli
+from .errors import NotExpressible
+
+
+@click.command("export")
+@click.argument("policy")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--ftype", "-f", required=True, help="llama-quantize ftype, e.g. Q4_K_M, IQ1_M")
+@click.option("--imatrix", type=click.Path(dir_okay=False), help="the imatrix file the run will use (GGUF or legacy)")
+@click.option("--format", "fmt", type=click.Choice(["tensor-type", "tensor-type-file", "custom-q"]),
+              default="tensor-type", show_default=True,
+              help="tensor-type: `--tensor-type 'PAT=type' \\` lines to paste; tensor-type-file: PAT=type lines; "
+                   "custom-q: one PAT=type,PAT=type string")
+@click.option("--allow-partial", is_flag=True,
+              help="print the list even where some tensors cannot be expressed (they are named in its header)")
+def export_cmd(policy, model, ftype, imatrix, fmt, allow_partial):
+    """Print the fewest --tensor-type overrides that make a stock llama-quantize write POLICY's types for MODEL.
+
+    Tensors the overrides cannot reach (stock's choice needed a shape fallback, or stock aborts
+    where the policy does not) are named on stderr; then the exit status is 9 unless
+    --allow-partial. `#` lines on top say what the list is for and count its overrides.
+    """
+    from . import api, export
+
+    ex = export.export(api.make_plan(model, ftype, policy=policy, imatrix=imatrix))
+    if ex.inexpressible:
+        for line in export.describe_lost(ex.inexpressible):
+            click.echo(f"inexpressible: {line}", err=True)
+        if not allow_partial:
+            raise NotExpressible(
+                f"{len(ex.inexpressible)} tensor(s) cannot get the policy's type from a stock llama-quantize "
+                f"with --tensor-type", hint="--allow-partial prints the overrides for the other tensors")
+    click.echo(export.render(ex, fmt, imatrix=Path(imatrix).name if imatrix else None), nl=False)
+
+
+cli.add_command(export_cmd)

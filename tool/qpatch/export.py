@@ -1,0 +1,433 @@
+"""Export a policy's types for one model as `--tensor-type` overrides for a stock llama-quantize.
+
+What the pin's stock llama-quantize (4227c9be / b6700) does with `--tensor-type PAT=TYPE`: the
+pattern is lowercased and searched (`std::regex_search`, ECMAScript) in the tensor name, the
+last matching pattern wins, and the list is consulted only for tensors that went through type
+choice (quantizable, quantized default type, no `--pure`) and whose stock choice did not need
+the shape fallback. An override gets no shape check.
+
+So, comparing the policy's plan (what the patched binary writes) with stock's plan:
+- a tensor whose stock choice needed the shape fallback keeps stock's fallback type whatever
+  the list says: if the policy wants another type there, that tensor is *inexpressible*;
+- every other tensor where the two differ needs an override to the policy's *final* type
+  (which includes the policy's quantize-loop behaviour: deepseek-v3's "no imatrix entry ->
+  Q8_0" is an override to Q8_0, which needs no imatrix; the policy's final type always fits
+  the row, else the patched binary itself would abort);
+- a stock abort the policy avoids (an imatrix entry of the wrong length, which deepseek-v3
+  ignores) cannot be undone by any override: those tensors are inexpressible too.
+
+Minimisation. Overrides have the shape `^blk\\.(BLOCKS)\\.(KINDS)\\.weight$` (or an anchored
+alternation of exact names for tensors outside `blk.N.`). For each target type, the kinds that
+need it are split into as few groups as possible that can share one block set: a pattern may
+match a tensor that needs its type, a tensor whose policy type already is its type, and a
+tensor the list cannot reach (not quantized, stock fell back, or no such tensor in the model),
+never a tensor the policy wants at another type. So no tensor is matched by two patterns of
+different types: the order of the list does not matter (last-match and first-match readers
+agree), and no override lands on a row it does not fit. Within those bounds each group's block
+set is widened to the shortest range-class regex (`[3-9]|1\\d|2[0-5]`, `\\d+`). The count is the
+minimum for that pattern shape: one pattern per (type, group of kinds), plus one per type for
+tensors outside the blocks.
+
+Every export is checked before it is returned: the exported list is run through the Python
+model of stock llama-quantize and every tensor must get the policy's type, except exactly the
+ones reported as inexpressible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+from gguf import GGMLQuantizationType as T
+
+from .errors import QuantizeError, UsageError
+from .evaluate import Options, Plan, is_quantizable, plan
+from .model_facts import ModelFacts
+from .policy.model import Policy
+from .report import _ranges
+
+FORMATS = ("tensor-type", "tensor-type-file", "custom-q")
+
+# The policy the unpatched binary follows: no rules, stock's fallback, stock's imatrix checks.
+STOCK = Policy(name="stock", summary="llama.cpp's own choices", rules=())
+
+# A tensor the list can address by block and kind. Block numbers with a leading zero (which
+# sscanf would read as a number) are left to exact-name patterns.
+_BLK = re.compile(r"^blk\.(0|[1-9][0-9]*)\.(.+)\.weight$")
+
+
+@dataclass(frozen=True)
+class Override:
+    pattern: str  # as llama-quantize stores it: lowercase-invariant, anchored
+    type: T
+    sets: tuple[str, ...]  # the tensors whose type this override changes, in processing order
+
+    @property
+    def spec(self) -> str:
+        return f"{self.pattern}={self.type.name.lower()}"
+
+
+@dataclass(frozen=True)
+class Inexpressible:
+    name: str
+    policy_type: T
+    stock_type: T
+    reason: str
+
+
+@dataclass
+class Export:
+    plan: Plan  # the policy's plan: what the patched binary writes
+    stock: Plan  # stock llama-quantize without overrides
+    check: Plan  # stock llama-quantize with the exported overrides (the self-check)
+    overrides: tuple[Override, ...]
+    inexpressible: tuple[Inexpressible, ...]
+
+    @property
+    def tensor_types(self) -> tuple[tuple[str, T], ...]:
+        return tuple((o.pattern, o.type) for o in self.overrides)
+
+    @property
+    def complete(self) -> bool:
+        return not self.inexpressible
+
+
+class ExportBug(AssertionError):
+    """The self-check found a tensor the exported list gets wrong: a bug in qpatch, not in the input."""
+
+
+def export(pp: Plan) -> Export:
+    """The overrides that make stock llama-quantize write `pp` (a policy's plan), checked."""
+    o = pp.options
+    if o.tensor_types or o.pure or o.output_tensor_type or o.token_embedding_type or o.leave_output_tensor:
+        raise UsageError("export takes a plan without command-line type options (--tensor-type, --pure, ...)")
+    if pp.errors:
+        more = f" (and {len(pp.errors) - 1} more)" if len(pp.errors) > 1 else ""
+        raise QuantizeError(f"the patched llama-quantize would fail on this job, so there is nothing to export: "
+                            f"{pp.errors[0]}{more}")
+    base = plan(pp.model, STOCK, o, pin=pp.pin)
+    targets: dict[str, T] = {}  # every tensor the list can reach -> the policy's type
+    need: dict[str, T] = {}  # those where stock differs
+    lost: list[Inexpressible] = []
+    for p, s in zip(pp.tensors, base.tensors):
+        if not (o.ftype.quantizes and is_quantizable(p.name, len(p.shape), o)):
+            continue  # no type choice at all, for stock and policy alike
+        if s.fell_back:
+            if p.type != s.type:
+                lost.append(Inexpressible(
+                    p.name, p.type, s.type,
+                    f"stock's choice does not fit the row (ne0={p.shape[0]}); after its shape fallback "
+                    f"llama-quantize skips --tensor-type"))
+            continue
+        targets[p.name] = p.type
+        if p.type != s.type:
+            need[p.name] = p.type
+    overrides = _minimise(pp.model, targets, need)
+    check = plan(pp.model, STOCK, dataclasses.replace(o, tensor_types=tuple((v.pattern, v.type) for v in overrides)),
+                 pin=pp.pin)
+    lost += _stock_aborts(pp, check, {i.name for i in lost})
+    _self_check(pp, check, overrides, {i.name for i in lost})
+    order = {t.name: i for i, t in enumerate(pp.model.tensors)}
+    lost.sort(key=lambda i: order[i.name])
+    return Export(pp, base, check, overrides, tuple(lost))
+
+
+def _stock_aborts(pp: Plan, check: Plan, known: set[str]) -> list[Inexpressible]:
+    """Tensors on which stock llama-quantize aborts while the patched binary does not."""
+    policy_type = {t.name: t.type for t in pp.tensors}
+    stock_type = {t.name: t.type for t in check.tensors}
+    out = []
+    for e in check.errors:
+        name, _, msg = e.partition(": ")
+        if name not in policy_type:
+            raise ExportBug(f"stock llama-quantize would refuse the exported job: {e}")
+        if name not in known:
+            known.add(name)
+            out.append(Inexpressible(name, policy_type[name], stock_type[name],
+                                     f"stock llama-quantize aborts here ({msg}); the policy does not, "
+                                     f"and no override changes that"))
+    return out
+
+
+def _self_check(pp: Plan, check: Plan, overrides, lost: set[str]):
+    wrong = [f"{p.name}: policy {p.type.name}, stock with the list {c.type.name}"
+             for p, c in zip(pp.tensors, check.tensors) if p.type != c.type and p.name not in lost]
+    if wrong:
+        raise ExportBug(f"export self-check failed for {len(wrong)} tensor(s), e.g. {wrong[0]}; list: "
+                        + " ".join(o.spec for o in overrides))
+    for o in overrides:
+        if o.pattern != o.pattern.lower() or "=" in o.pattern or "," in o.pattern:
+            raise ExportBug(f"pattern {o.pattern!r} would not survive llama-quantize's parsing")
+
+
+# ----------------------------------------------------------------------- minimisation
+
+
+def _minimise(model: ModelFacts, targets: dict[str, T], need: dict[str, T]) -> tuple[Override, ...]:
+    cells: dict[str, dict[int, str]] = {}  # kind -> block -> name, every blk tensor of the model
+    for t in model.tensors:
+        m = _BLK.match(t.name)
+        if m:
+            cells.setdefault(m.group(2), {})[int(m.group(1))] = t.name
+    order = {t.name: i for i, t in enumerate(model.tensors)}
+    out = []
+    for typ in sorted(set(need.values()), key=lambda t: t.name):
+        names = sorted((n for n, t in need.items() if t == typ), key=order.__getitem__)
+        exact = [n for n in names if not _BLK.match(n)]
+        if exact:
+            out.append(Override(f"^{_alternation(exact)}$", typ, tuple(exact)))
+        req: dict[str, set[int]] = {}
+        for n in names:
+            m = _BLK.match(n)
+            if m:
+                req.setdefault(m.group(2), set()).add(int(m.group(1)))
+        forbid = {k: {b for b, n in cells[k].items() if n in targets and targets[n] != typ} for k in req}
+        for group in _group_kinds(req, forbid):
+            blocks = set().union(*(req[k] for k in group))
+            bad = set().union(*(forbid[k] for k in group))
+            pat = rf"^blk\.{_blocks(blocks, bad)}\.{_alternation(group)}\.weight$"
+            sets = tuple(n for n in names if (m := _BLK.match(n)) and m.group(2) in group)
+            out.append(Override(pat, typ, sets))
+    out.sort(key=lambda v: (order[v.sets[0]], v.type.name))
+    return tuple(out)
+
+
+def _group_kinds(req: dict[str, set[int]], forbid: dict[str, set[int]], budget: int = 20000) -> list[list[str]]:
+    """Fewest groups of kinds that can share one block set (a minimum clique cover, by search).
+
+    Two kinds are compatible when neither needs a block the other forbids; a group of pairwise
+    compatible kinds can share the union of their needed blocks.
+    """
+    kinds = sorted(req, key=lambda k: (-len(req[k]), k))
+    best: list[list[list[str]]] = []
+    calls = 0
+
+    def fits(group, k):
+        return all(not (req[k] & forbid[g]) and not (req[g] & forbid[k]) for g in group)
+
+    def search(i: int, groups: list[list[str]]):
+        nonlocal calls
+        calls += 1
+        if best and (len(groups) >= len(best[0]) or calls > budget):
+            return
+        if i == len(kinds):
+            best[:] = [[sorted(g) for g in groups]]
+            return
+        k = kinds[i]
+        for g in groups:
+            if fits(g, k):
+                g.append(k)
+                search(i + 1, groups)
+                g.pop()
+        groups.append([k])
+        search(i + 1, groups)
+        groups.pop()
+
+    search(0, [])
+    return sorted(best[0])
+
+
+# ---------------------------------------------------------------------- regex building
+
+
+def _lit(s: str) -> str:
+    """`s` as a regex literal that llama-quantize's lowercasing leaves intact (uppercase as \\xNN)."""
+    return "".join(f"\\x{ord(c):02x}" if c != c.lower() else re.escape(c) for c in s)
+
+
+def _alternation(words: list[str]) -> str:
+    """`a` or `(a|b)`, with a common prefix/suffix ending/starting at `_` or `.` factored out."""
+    words = sorted(set(words))
+    if len(words) == 1:
+        return _lit(words[0])
+    pre = _common(words)
+    pre = pre[: max(pre.rfind("_"), pre.rfind(".")) + 1]
+    rest = [w[len(pre):] for w in words]
+    suf = _common([w[::-1] for w in rest])[::-1]
+    cut = [i for i, c in enumerate(suf) if c in "_."]
+    suf = suf[cut[0]:] if cut else ""
+    mids = [w[: len(w) - len(suf)] for w in rest]
+    if not all(mids):
+        pre, suf, mids = "", "", words
+    return f"{_lit(pre)}({'|'.join(_lit(m) for m in mids)}){_lit(suf)}"
+
+
+def _common(words: list[str]) -> str:
+    first, last = min(words), max(words)
+    n = 0
+    while n < min(len(first), len(last)) and first[n] == last[n]:
+        n += 1
+    return first[:n]
+
+
+def _blocks(need: set[int], bad: set[int]) -> str:
+    """A regex for block numbers matching every number in `need` and none in `bad`, short."""
+    bad_sorted = sorted(bad)
+    runs: dict[tuple[int, int | None], list[int]] = {}
+    for b in sorted(need):
+        lo = max((f for f in bad_sorted if f < b), default=-1) + 1
+        hi = min((f for f in bad_sorted if f > b), default=None)
+        runs.setdefault((lo, None if hi is None else hi - 1), []).append(b)
+    parts: list[str] = []
+    for (rlo, rhi), bs in runs.items():
+        parts += _best_range(bs[0], bs[-1], rlo, rhi)
+    parts = _merge_classes(parts)
+    if len(parts) == 1 and "|" not in parts[0]:
+        return parts[0]
+    return f"({'|'.join(parts)})"
+
+
+def _best_range(a: int, b: int, rlo: int, rhi: int | None) -> list[str]:
+    """The shortest regex for some [lo, hi] with rlo <= lo <= a and b <= hi <= rhi (None: unbounded)."""
+    los, his = {a, rlo}, {b, rhi}
+    for k in (1, 2, 3):
+        if a - a % 10 ** k >= rlo:
+            los.add(a - a % 10 ** k)  # down to a round number: 10, 20, 100 ...
+        up = (b // 10 ** k + 1) * 10 ** k - 1
+        if rhi is None or up <= rhi:
+            his.add(up)  # up to 19, 29, 99 ...
+    cands = []
+    for lo in los:
+        for hi in his:
+            p = _range(lo, hi)
+            span = (10 ** 9 if hi is None else hi) - lo
+            cands.append((len("|".join(p)), len(p), span, lo, p))
+    return min(cands, key=lambda c: c[:4])[4]
+
+
+def _range(lo: int, hi: int | None) -> list[str]:
+    """Alternatives matching exactly the decimal numbers lo..hi (no leading zeros); hi None: no end."""
+    if hi is None:
+        if lo == 0:
+            return [r"\d+"]
+        d = len(str(lo))
+        if lo == 10 ** (d - 1):
+            return [_digits_at_least(d)]
+        return _range(lo, 10 ** d - 1) + [_digits_at_least(d + 1)]
+    out = []
+    for d in range(len(str(lo)), len(str(hi)) + 1):
+        a = max(lo, 10 ** (d - 1) if d > 1 else 0)
+        b = min(hi, 10 ** d - 1)
+        if a <= b:
+            out += _same_width(str(a), str(b))
+    return out
+
+
+def _digits_at_least(d: int) -> str:
+    """Numbers of d or more digits, no leading zero (no `{d,}`: a comma would split a --custom-q list)."""
+    return "[1-9]" + (r"\d*" if d == 1 else r"\d" * (d - 2) + r"\d+")
+
+
+def _same_width(lo: str, hi: str) -> list[str]:
+    if lo == hi:
+        return [lo]
+    n = len(lo)
+    if n == 1:
+        return [_class(lo, hi)]
+    if lo[0] == hi[0]:
+        return [lo[0] + p for p in _same_width(lo[1:], hi[1:])]
+    low_full, high_full = lo[1:] == "0" * (n - 1), hi[1:] == "9" * (n - 1)
+    out = [] if low_full else [lo[0] + p for p in _same_width(lo[1:], "9" * (n - 1))]
+    first = int(lo[0]) + (0 if low_full else 1)
+    last = int(hi[0]) - (0 if high_full else 1)
+    if first <= last:
+        out.append(_class(str(first), str(last)) + r"\d" * (n - 1))
+    if not high_full:
+        out += [hi[0] + p for p in _same_width("0" * (n - 1), hi[1:])]
+    return out
+
+
+def _class(a: str, b: str) -> str:
+    if a == b:
+        return a
+    if (a, b) == ("0", "9"):
+        return r"\d"
+    return f"[{a}{b}]" if int(b) == int(a) + 1 else f"[{a}-{b}]"
+
+
+_LAST_DIGIT = re.compile(r"^([0-9]*)([0-9]|\[[0-9-]+\]|\\d)$")
+
+
+def _merge_classes(parts: list[str]) -> list[str]:
+    """`3|5|[89]` -> `[3589]`, `13|1[5-7]` -> `1[35-7]`: alternatives differing only in the last digit merge."""
+    last: dict[str, set[int]] = {}
+    entries: list[tuple[bool, str]] = []  # (merged?, prefix digits or the part as is)
+    for p in parts:
+        m = _LAST_DIGIT.match(p)
+        if not m:
+            entries.append((False, p))
+            continue
+        prefix, cls = m.groups()
+        if prefix not in last:
+            last[prefix] = set()
+            entries.append((True, prefix))
+        last[prefix] |= _digit_set(cls)
+    return [p + _digit_class(last[p]) if merged else p for merged, p in entries]
+
+
+def _digit_set(cls: str) -> set[int]:
+    if cls == r"\d":
+        return set(range(10))
+    body = cls.strip("[]")
+    out = set()
+    for m in re.finditer(r"([0-9])(?:-([0-9]))?", body):
+        out |= set(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
+    return out
+
+
+def _digit_class(digits: set[int]) -> str:
+    if len(digits) == 10:
+        return r"\d"
+    if len(digits) == 1:
+        return str(next(iter(digits)))
+    runs: list[list[int]] = []
+    for d in sorted(digits):
+        if runs and d == runs[-1][-1] + 1:
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    body = "".join(f"{r[0]}-{r[-1]}" if len(r) >= 3 else "".join(map(str, r)) for r in runs)
+    return f"[{body}]"
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def describe_lost(lost: tuple[Inexpressible, ...]) -> list[str]:
+    """Inexpressible tensors grouped by kind over blocks: `blk.[0-9].attn_k_b: policy q8_0, stock iq4_nl (why)`."""
+    groups: dict[tuple[str, T, T, str], list[Inexpressible]] = {}
+    for i in lost:
+        m = _BLK.match(i.name)
+        key = (m.group(2) if m else i.name, i.policy_type, i.stock_type, i.reason)
+        groups.setdefault(key, []).append(i)
+    lines = []
+    for (kind, p, s, _), items in groups.items():
+        blocks = sorted(int(m.group(1)) for i in items if (m := _BLK.match(i.name)))
+        where = f"blk.[{_ranges(blocks)}].{kind}" if blocks else kind
+        lines.append(f"{where}: policy {p.name.lower()}, stock {s.name.lower()} ({items[0].reason})")
+    return lines
+
+
+def render(ex: Export, fmt: str = "tensor-type", *, imatrix: str | None = None) -> str:
+    """The list in one of FORMATS, with `#` comment lines on top naming what it is for and its count."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format '{fmt}'", hint=f"formats: {', '.join(FORMATS)}")
+    p = ex.plan
+    n_set = sum(len(o.sets) for o in ex.overrides)
+    lines = [
+        f"# qpatch export: policy {p.policy.name} for {p.model.name} at {p.options.ftype.name}, "
+        f"imatrix {imatrix or ('yes' if p.options.has_imatrix else 'none')}, stock llama-quantize {p.pin}",
+        f"# {len(ex.overrides)} override{'s' if len(ex.overrides) != 1 else ''} setting {n_set} "
+        f"tensor{'s' if n_set != 1 else ''}; checked with qpatch's model of stock llama-quantize",
+    ]
+    if ex.inexpressible:
+        lines.append(f"# PARTIAL: {len(ex.inexpressible)} tensor(s) cannot be expressed and keep stock's type:")
+        lines += [f"#   {d}" for d in describe_lost(ex.inexpressible)]
+    if fmt == "tensor-type":
+        lines += [f"--tensor-type '{o.spec}' \\" for o in ex.overrides]
+    elif fmt == "tensor-type-file":
+        lines += [o.spec for o in ex.overrides]
+    elif ex.overrides:
+        lines.append(",".join(o.spec for o in ex.overrides))
+    return "\n".join(lines) + "\n"
