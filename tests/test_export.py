@@ -26,16 +26,17 @@ from qpatch.model_facts import read_model
 from qpatch.policy import loader
 from qpatch.synth import Spec, write_imatrix, write_model
 
+# Two rows: with one, ggml_n_dims sees a 1-D tensor and llama-quantize keeps every 2-D matrix as is.
 ZOO = (
-    Spec("llama-gqa", "llama", n_layer=16, n_head=8, n_head_kv=2),
-    Spec("llama-moe8", "llama", n_layer=8, n_expert=8, n_expert_used=2),
-    Spec("qwen3moe-128", "qwen3moe", n_layer=12, n_head=16, n_head_kv=4, n_expert=128, n_expert_used=8),
+    Spec("llama-gqa", "llama", n_layer=16, n_head=8, n_head_kv=2, rows=2),
+    Spec("llama-moe8", "llama", n_layer=8, n_expert=8, n_expert_used=2, rows=2),
+    Spec("qwen3moe-128", "qwen3moe", n_layer=12, n_head=16, n_head_kv=4, n_expert=128, n_expert_used=8, rows=2),
     # attn_k_b rows are head_k_mla - 64 = 128 long: every block-256 choice falls back
     Spec("dsv3-mla", "deepseek2", n_layer=16, n_expert=256, n_expert_used=8, leading_dense=3, shared_experts=1,
-         attention="mla"),
+         attention="mla", rows=2),
     Spec("dsv2-kvb", "deepseek2", n_layer=12, n_expert=64, n_expert_used=6, leading_dense=1, shared_experts=2,
-         attention="kvb"),
-    Spec("llama-tied", "llama", n_layer=8, n_head=8, n_head_kv=8, tied=True),
+         attention="kvb", rows=2),
+    Spec("llama-tied", "llama", n_layer=8, n_head=8, n_head_kv=8, tied=True, rows=2),
 )
 POLICIES = ("n-expert-fix", "ffn-down-bump", "deepseek-v3")
 QUANTIZING = tuple(f.name for f in FTYPES if f.quantizes)
