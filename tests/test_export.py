@@ -31,8 +31,9 @@ ZOO = (
     Spec("llama-gqa", "llama", n_layer=16, n_head=8, n_head_kv=2, rows=2),
     Spec("llama-moe8", "llama", n_layer=8, n_expert=8, n_expert_used=2, rows=2),
     Spec("qwen3moe-128", "qwen3moe", n_layer=12, n_head=16, n_head_kv=4, n_expert=128, n_expert_used=8, rows=2),
-    # attn_k_b rows are head_k_mla - 64 = 128 long: every block-256 choice falls back
-    Spec("dsv3-mla", "deepseek2", n_layer=16, n_expert=256, n_expert_used=8, leading_dense=3, shared_experts=1,
+    # attn_k_b rows are head_k_mla - 64 = 128 long: every block-256 choice falls back. As in DeepSeek-V3
+    # (61 blocks, 3 dense), fewer dense blocks than n/8, so stock's ffn_down counter runs ahead of the blocks
+    Spec("dsv3-mla", "deepseek2", n_layer=24, n_expert=256, n_expert_used=8, leading_dense=1, shared_experts=1,
          attention="mla", rows=2),
     Spec("dsv2-kvb", "deepseek2", n_layer=12, n_expert=64, n_expert_used=6, leading_dense=1, shared_experts=2,
          attention="kvb", rows=2),
@@ -148,13 +149,14 @@ def test_deepseek_v3_iq1_m(zoo, policies):
     binary cannot be told: stock falls back to IQ4_NL and skips overrides; the policy falls back to Q8_0."""
     _, model, im = zoo["dsv3-mla"]
     ex = assert_equivalent(plan(model, policies["deepseek-v3"], options("IQ1_M", im)))
-    assert {i.name for i in ex.inexpressible} == {f"blk.{b}.attn_k_b.weight" for b in range(16)}
+    assert {i.name for i in ex.inexpressible} == {f"blk.{b}.attn_k_b.weight" for b in range(24)}
     assert {(i.policy_type, i.stock_type) for i in ex.inexpressible} == {(T.Q8_0, T.IQ4_NL)}
     specs = [o.spec for o in ex.overrides]
-    assert r"^blk\.\d+\.attn_(kv_a_mqa|q_a)\.weight$=q4_k" in specs
-    assert r"^blk\.([4-9]|1[0-4])\.ffn_(gate|up)_exps\.weight$=iq1_s" in specs  # the middle, one step down
-    assert r"^blk\.(3|15)\.ffn_(down|gate|up)_exps\.weight$=iq2_xxs" in specs  # the edges, one step up
-    assert len(ex.overrides) == 13
+    # kinds merge where their block sets agree (ffn_gate/ffn_up exist in the dense block 0 only)
+    assert r"^blk\.\d+\.(attn_kv_a_mqa|attn_q_a|ffn_gate|ffn_up)\.weight$=q4_k" in specs
+    assert r"^blk\.([3-9]|1\d|2[01])\.ffn_(gate|up)_exps\.weight$=iq1_s" in specs  # the middle, one step down
+    assert r"^blk\.([12]|2[23])\.ffn_(down|gate|up)_exps\.weight$=iq2_xxs" in specs  # the edges, one step up
+    assert len(ex.overrides) == 9
 
 
 def test_merges_blocks_and_kinds(zoo, policies):
@@ -162,6 +164,14 @@ def test_merges_blocks_and_kinds(zoo, policies):
     ex = assert_equivalent(plan(model, policies["n-expert-fix"], options("Q4_K_M", im)))
     assert [o.spec for o in ex.overrides] == [r"^blk\.\d+\.attn_(k|v)\.weight$=q8_0",
                                               r"^blk\.\d+\.attn_output\.weight$=q5_k"]
+
+
+def test_ffn_down_bump_fills_in_the_blocks_stock_s_counter_skips(zoo, policies):
+    """24 blocks, n/8 = 3: stock's counter reaches 3 after blk.0.ffn_down, blk.1.ffn_down_exps and
+    blk.1.ffn_down_shexp, so block 2 misses the bump that the policy gives it."""
+    _, model, im = zoo["dsv3-mla"]
+    ex = assert_equivalent(plan(model, policies["ffn-down-bump"], options("IQ1_M", im)))
+    assert [o.spec for o in ex.overrides] == [r"^blk\.2\.ffn_down_(exps|shexp)\.weight$=q2_k"]
 
 
 def test_stock_policy_and_unaffected_models_export_nothing(zoo, policies):
@@ -243,7 +253,7 @@ def test_cli_formats_and_exit_codes(zoo, tmp_path):
 
     r = run(cli, args)
     assert r.exit_code == 9 and r.stdout == ""
-    assert "blk.[0-15].attn_k_b: policy q8_0, stock iq4_nl" in r.stderr and "--allow-partial" in r.stderr
+    assert "blk.[0-23].attn_k_b: policy q8_0, stock iq4_nl" in r.stderr and "--allow-partial" in r.stderr
 
     outs = {}
     for fmt in ex_mod.FORMATS:
@@ -251,12 +261,12 @@ def test_cli_formats_and_exit_codes(zoo, tmp_path):
         assert r.exit_code == 0, r.output
         assert r.stdout == run(cli, args + ["--allow-partial", "--format", fmt]).stdout  # deterministic
         outs[fmt] = [ln for ln in r.stdout.splitlines() if not ln.startswith("#")]
-        assert "# 13 overrides setting" in r.stdout and "# PARTIAL: 16 tensor(s)" in r.stdout
+        assert "# 9 overrides setting" in r.stdout and "# PARTIAL: 24 tensor(s)" in r.stdout
     specs = outs["tensor-type-file"]
     assert outs["tensor-type"] == [f"--tensor-type '{s}' \\" for s in specs]
     assert outs["custom-q"] == [",".join(specs)]
 
     r = run(cli, ["export", "n-expert-fix", str(m), "-f", "Q4_K_M"])
-    assert r.exit_code == 0 and "# 1 override setting 16 tensors" in r.stdout
+    assert r.exit_code == 0 and "# 1 override setting 24 tensors" in r.stdout
     r = run(cli, ["export", "deepseek-v3", str(m), "-f", "IQ1_M"])
     assert r.exit_code == QuantizeError.exit_code and "importance matrix" in r.stderr
