@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from gguf import GGMLQuantizationType as T
 
 from .errors import QuantizeError, UsageError
-from .evaluate import Options, Plan, is_quantizable, plan
+from .evaluate import Plan, is_quantizable, plan
 from .model_facts import ModelFacts
 from .policy.model import Policy
 from .report import _ranges
@@ -126,22 +126,22 @@ def export(pp: Plan) -> Export:
     overrides = _minimise(pp.model, targets, need)
     check = plan(pp.model, STOCK, dataclasses.replace(o, tensor_types=tuple((v.pattern, v.type) for v in overrides)),
                  pin=pp.pin)
-    lost += _stock_aborts(pp, check, {i.name for i in lost})
+    lost += _stock_aborts(pp, base, check, {i.name for i in lost})
     _self_check(pp, check, overrides, {i.name for i in lost})
     order = {t.name: i for i, t in enumerate(pp.model.tensors)}
     lost.sort(key=lambda i: order[i.name])
     return Export(pp, base, check, overrides, tuple(lost))
 
 
-def _stock_aborts(pp: Plan, check: Plan, known: set[str]) -> list[Inexpressible]:
-    """Tensors on which stock llama-quantize aborts while the patched binary does not."""
+def _stock_aborts(pp: Plan, base: Plan, check: Plan, known: set[str]) -> list[Inexpressible]:
+    """Tensors on which stock llama-quantize aborts, with or without the list, and the patched binary does not."""
     policy_type = {t.name: t.type for t in pp.tensors}
     stock_type = {t.name: t.type for t in check.tensors}
     out = []
     for e in check.errors:
         name, _, msg = e.partition(": ")
-        if name not in policy_type:
-            raise ExportBug(f"stock llama-quantize would refuse the exported job: {e}")
+        if name not in policy_type or e not in base.errors:
+            raise ExportBug(f"stock llama-quantize would refuse the job with the exported list: {e}")
         if name not in known:
             known.add(name)
             out.append(Inexpressible(name, policy_type[name], stock_type[name],
