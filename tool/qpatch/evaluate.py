@@ -22,7 +22,7 @@ from .policy.model import (
     AllOf, AnyOf, After, Arch, AtLeast, Before, Block, ByFtype, Default, Experts, Ftypes, Gqa, Imatrix, Keep,
     Not, Ordinal, Policy, RowMultiple, Rule, Set, Stacked, Step, UseMoreBits,
 )
-from .stock.b6700 import LOW_BIT, StockModel, StockState, fallback, use_more_bits
+from .stock.b6700 import FALLBACK, LOW_BIT, StockModel, StockState, fallback, use_more_bits
 
 # Tensor types the quantize loop refuses without an imatrix entry (llama_model_quantize_impl).
 _NEEDS_IMATRIX = frozenset({T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ1_S})
@@ -287,7 +287,8 @@ def plan(model: ModelFacts, policy: Policy, opts: Options, pin: str = "4227c9be"
     stock = StockModel(model, ft.name, state, opts.output_tensor_type)
     positions = Positions(model)
     targeted = not policy.archs or model.arch in policy.archs
-    fb_table = dict(policy.fallback) if (policy.fallback is not None and targeted) else None
+    # a policy's fallback entries override stock's; types it does not list keep stock's fallback
+    fb_table = {**FALLBACK, **dict(policy.fallback)} if (policy.fallback is not None and targeted) else None
 
     if ft.name in catalogue.NEEDS_IMATRIX and not opts.has_imatrix:
         result.errors.append(

@@ -301,7 +301,7 @@ class Policy:
     rules: tuple[Rule, ...]
     archs: tuple[str, ...] = ()  # empty: every architecture
     pins: tuple[str, ...] = ("4227c9be", "b6700", "49bfddeca")
-    # shape fallback: None keeps stock's table; else (from, to) pairs replacing it.
+    # shape fallback: (from, to) pairs that override stock's table entries; None: stock's table.
     fallback: tuple[tuple[T, T], ...] | None = None
     missing_imatrix: str = "abort"  # "abort" (stock) | "q8_0"
     imatrix_mismatch: str = "abort"  # "abort" (stock) | "ignore"

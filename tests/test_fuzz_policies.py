@@ -1,0 +1,56 @@
+"""Property tests: random small rule sets are rendered, compiled into llama-quantize, run on zoo
+models, and must equal the Python prediction tensor for tensor (or both must refuse the job).
+
+CI runs a bounded number of compiled examples (each costs one incremental rebuild, ~6 s);
+`make fuzz` runs more (QPATCH_FUZZ_EXAMPLES).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qpatch import render
+from qpatch.evaluate import Options, plan
+from qpatch.catalogue import parse_ftype
+from rule_strategies import FTYPE_NAMES, policies
+
+EXAMPLES = int(os.environ.get("QPATCH_FUZZ_EXAMPLES", "6"))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policies())
+def test_random_policies_render_deterministically(pol):
+    a = render.render(pol)
+    assert a == render.render(pol)
+    assert a.count("    // fuzz:") == len(pol.rules)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(pol=policies(), ftype=st.sampled_from(FTYPE_NAMES), with_imatrix=st.booleans())
+def test_random_policies_evaluate_on_every_zoo_model(zoo, pol, ftype, with_imatrix):
+    for entry in zoo.values():
+        opts = Options(parse_ftype(ftype), imatrix=entry.imatrix_entries if with_imatrix else None)
+        p = plan(entry.facts, pol, opts)
+        assert len(p.tensors) == len(entry.facts.tensors)
+
+
+@pytest.mark.binary
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=os.environ.get("QPATCH_FUZZ_RANDOM") is None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                 HealthCheck.data_too_large])
+@given(pol=policies(), data=st.data())
+def test_random_policies_compiled_equal_prediction(patched_build, zoo, tmp_path_factory, pol, data):
+    binary = patched_build.switch(pol)
+    names = sorted(zoo)
+    model = data.draw(st.sampled_from(names), label="model")
+    ftypes = data.draw(st.lists(st.sampled_from(FTYPE_NAMES), min_size=1, max_size=2, unique=True), label="ftypes")
+    entry = zoo[model]
+    out = tmp_path_factory.mktemp("fuzz")
+    for ft in ftypes:
+        for imatrix in (entry.imatrix, None):
+            patched_build.check(binary, pol, entry, ft, imatrix, out)
