@@ -52,8 +52,9 @@ class Pin:
 
     @property
     def rev(self) -> str:
-        """What to ask a git remote for: the commit when known, else the tag."""
-        return self.commit or f"refs/tags/{self.tag}"
+        """What to ask a git remote for: the tag when there is one (any server serves a tag; the
+        commit, when known, is then checked), else the commit id."""
+        return f"refs/tags/{self.tag}" if self.tag else self.commit
 
     def hashes(self) -> dict[str, str]:
         return dict(self.file_hashes)

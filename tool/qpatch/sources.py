@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import tempfile
 import threading
 import urllib.parse
@@ -107,7 +108,10 @@ def probe(url: str, timeout: float | None = None) -> None:
 
     def connect():  # in a thread: name resolution has no timeout of its own
         try:
-            socket.create_connection((host, port), timeout=timeout).close()
+            with socket.create_connection((host, port), timeout=timeout) as sock:
+                if target.scheme == "https" and not proxy:
+                    # A TLS handshake too: some networks accept any TCP connection and then stall.
+                    ssl.create_default_context().wrap_socket(sock, server_hostname=host).close()
             result.append(None)
         except OSError as e:
             result.append(e)
@@ -130,7 +134,7 @@ def _from_git(repo: git.Repo, pin: Pin, url: str, progress: Progress, *, check_n
         probe(url)
     progress.note(f"fetching {pin.rev} from {url}")
     # Shallow: one commit's tree is all a checkout needs. Low-speed limits stop a stalled transfer.
-    cmd = ["git", "-c", "http.lowSpeedLimit=1000", "-c", "http.lowSpeedTime=30", "fetch", "--progress",
+    cmd = ["git", "-c", "http.lowSpeedLimit=1000", "-c", "http.lowSpeedTime=20", "fetch", "--progress",
            "--depth=1", "--no-tags", url, pin.rev]
     env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
     proc = repo.git.execute(cmd, as_process=True, env=env, with_stdout=False)
