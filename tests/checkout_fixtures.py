@@ -90,11 +90,33 @@ def upstream() -> Upstream:
         return _open(path) if path.exists() else _build_upstream(path)
 
 
+@pytest.fixture(scope="module")
+def base_checkout(upstream, tmp_path_factory) -> Path:
+    """One checkout of (the test remote's) pin 4227c9be per test module, made from the remote as a mirror."""
+    path = tmp_path_factory.mktemp("base") / "llama.cpp"
+    Checkout(path).fetch(upstream.pin("4227c9be"), source=f"mirror:{upstream.path}")
+    (path.parent / "config.orig").write_bytes((path / ".git" / "config").read_bytes())
+    return path
+
+
 @pytest.fixture
-def checkout(upstream, tmp_path) -> Checkout:
-    """A fresh checkout of (the test remote's) pin 4227c9be, made from the remote as a mirror."""
-    c = Checkout(tmp_path / "llama.cpp")
-    c.fetch(upstream.pin("4227c9be"), source=f"mirror:{upstream.path}")
+def checkout(base_checkout) -> Checkout:
+    """The module's checkout put back to just after its fetch: pristine, no branches, clean.
+
+    Restoring with git (only what a test changed is rewritten) is much cheaper than a fresh
+    fetch, which writes 94 MB; the fetch itself is tested on fresh directories.
+    """
+    path = base_checkout
+    (path / ".git" / "config").write_bytes((path.parent / "config.orig").read_bytes())
+    g = git.Git(path)
+    pristine = g.config("--get", "qpatch.pristine")
+    g.update_ref("refs/qpatch/pristine", pristine)
+    g.checkout("--quiet", "--force", "--detach", pristine)
+    g.clean("-ffdxq")
+    for ref in g.for_each_ref("--format=%(refname)", "refs/heads", "refs/tags", "refs/qpatch/pins",
+                              "refs/stash").split():
+        g.update_ref("-d", ref)
+    c = Checkout(path)
     yield c
     c.close()
 

@@ -1,1 +1,2 @@
-from checkout_fixtures import checkout, upstream  # noqa: F401  (fixtures for tests/test_checkout*.py, test_series*.py)
+# Fixtures for tests/test_checkout*.py and tests/test_series*.py.
+from checkout_fixtures import base_checkout, checkout, upstream  # noqa: F401

@@ -360,8 +360,8 @@ class Checkout:
     def _ensure_only_qpatch_commits(self, branch: str) -> None:
         """Moving a qpatch branch is safe only when every commit on it is qpatch's (regenerable)."""
         mine = sources.IDENTITY["GIT_AUTHOR_EMAIL"]
-        foreign = [c for c in self.repo.iter_commits(branch, "--not", "--glob=refs/qpatch/*")
-                   if c.author.email != mine]
+        shas = self.repo.git.rev_list(branch, "--not", "--glob=refs/qpatch/*").split()
+        foreign = [c for c in map(self.repo.commit, shas) if c.author.email != mine]
         if foreign:
             c = foreign[0]
             raise CheckoutError(
