@@ -43,15 +43,16 @@ class PatchInfo:
 
     @property
     def subject(self) -> str:
-        for ln in self.header.splitlines():
-            ln = ln.strip()
-            if ln and not ln.startswith("From "):
-                return ln.removeprefix("Subject:").strip()
-        return ""
+        """The `Subject:` line (less git's "[PATCH]"), else the header's first line."""
+        m = re.search(r"^Subject:\s*(?:\[PATCH[^\]]*\]\s*)?(.+)$", self.header, re.M)
+        if m:
+            return m[1].strip()
+        lines = [ln.strip() for ln in self.header.splitlines()]
+        return next((ln for ln in lines if ln and not re.match(r"(From|Date)[: ]", ln)), "")
 
     @property
     def upstream_status(self) -> str:
-        m = re.search(r"^\s*Upstream[- ]Status:\s*(.+)$", self.header, re.M | re.I)
+        m = re.search(r"^\s*Upstream(?:[- ]Status)?:\s*(.+)$", self.header, re.M | re.I)
         return m[1].strip() if m else ""
 
 
