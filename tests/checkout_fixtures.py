@@ -141,35 +141,22 @@ def write_series(patch_dir: Path, patches: dict[str, str]) -> Path:
     return patch_dir
 
 
-# The demo hook, written against 4227c9be: an include near the top, a call before the shape fallback.
+# A test-only hook written against 4227c9be: an include near the top, a call before the shape fallback.
 HOOK_4227 = [
     ("#include <unordered_map>\n\n// Quantization types.",
-     '#include <unordered_map>\n\n#include "llama-quant-qpatch.inc"  // qpatch: generated policy\n\n'
+     '#include <unordered_map>\n\n#include "llama-quant-qpatch.h"  // qpatch: generated policy\n\n'
      "// Quantization types."),
     ("    bool convert_incompatible_tensor = false;\n",
      "    new_type = qpatch_tensor_type(qs, new_type, tensor, ftype);  // qpatch\n\n"
      "    bool convert_incompatible_tensor = false;\n"),
 ]
-# The same hook for the 49bfddeca family: the call goes before tensor_type_fallback.
-HOOK_49BF = [
-    ("#include <unordered_map>\n\n// result of parsing --tensor-type option",
-     '#include <unordered_map>\n\n#include "llama-quant-qpatch.inc"  // qpatch: generated policy\n\n'
-     "// result of parsing --tensor-type option"),
-    ("        // incompatible tensor shapes are handled here - fallback to a compatible type\n"
-     "        new_type = tensor_type_fallback(qs, tensor, new_type);\n",
-     "        new_type = qpatch_tensor_type(qs, new_type, tensor, params->ftype);  // qpatch\n\n"
-     "        // incompatible tensor shapes are handled here - fallback to a compatible type\n"
-     "        new_type = tensor_type_fallback(qs, tensor, new_type);\n"),
-]
-
-
 def snapshot(c: Checkout) -> dict:
     """Everything an all-or-nothing operation must leave as it was."""
     import hashlib
 
     repo = c.repo
     files = {p: hashlib.sha256((c.path / p).read_bytes()).hexdigest() if (c.path / p).exists() else None
-             for p in (QUANT, "README.md", "CMakeLists.txt", "src/CMakeLists.txt", "src/llama-quant-qpatch.inc")}
+             for p in (QUANT, "README.md", "CMakeLists.txt", "src/CMakeLists.txt", "src/llama-quant-qpatch.h")}
     return {
         "HEAD": (Path(repo.git_dir) / "HEAD").read_text(),
         "head_commit": repo.head.commit.hexsha,

@@ -3,20 +3,16 @@
 import git
 import pytest
 
-from checkout_fixtures import HOOK_4227, QUANT, make_patch, snapshot, write_series
+from checkout_fixtures import QUANT, snapshot
 from qpatch.checkout import Checkout
 from qpatch.errors import CheckoutError
-
-GEN = "src/llama-quant-qpatch.inc"
+from qpatch.render import GENERATED_PATH as GEN
 
 
 @pytest.fixture
-def hooked(upstream, tmp_path):
-    """The test remote's pin 4227c9be with a one-patch series: the demo hook."""
-    old = upstream.show(upstream.c4227, QUANT)
-    pdir = write_series(tmp_path / "patches" / "4227c9be",
-                        {"0001-qpatch-hook.patch": make_patch(old, HOOK_4227, subject="Hook the qpatch policy")})
-    return upstream.pin("4227c9be", patch_dir=pdir)
+def hooked(upstream):
+    """The test remote's pin 4227c9be with its real series (the hook patch)."""
+    return upstream.pin("4227c9be")
 
 
 def test_apply_status_diff_reset_round_trip(checkout, hooked):
@@ -26,12 +22,13 @@ def test_apply_status_diff_reset_round_trip(checkout, hooked):
     assert (st.branch, st.policy, st.patches, st.generated, st.dirty) == \
         ("qpatch/a", "a", ("0001-qpatch-hook.patch",), (GEN,), False)
     assert (checkout.path / GEN).read_text() == "// policy a\n"
-    assert "qpatch_tensor_type" in (checkout.path / QUANT).read_text()
+    assert "qpatch::choose" in (checkout.path / QUANT).read_text()
     d = checkout.diff()
     assert f"+++ b/{GEN}" in d and "+// policy a" in d and f"+++ b/{QUANT}" in d
     assert "2 files changed" in checkout.diff(stat=True)
     log = checkout.repo.git.log("--format=%s|%an <%ae>", f"{pristine}..HEAD").splitlines()
-    assert log == ["qpatch: policy a|qpatch <qpatch@localhost>", "Hook the qpatch policy|qpatch <qpatch@localhost>"]
+    assert log == ["qpatch: policy a|qpatch <qpatch@localhost>",
+                   "qpatch hook: let a generated policy choose tensor types|qpatch <qpatch@localhost>"]
 
     assert checkout.reset() is True
     st = checkout.status()
@@ -57,14 +54,12 @@ def test_reapply_is_a_noop_and_policies_switch_cleanly(checkout, hooked):
     assert sorted(b.name for b in checkout.repo.branches) == ["qpatch/a", "qpatch/b"]
 
 
-def test_commits_are_reproducible(upstream, hooked, tmp_path):
-    tips = []
-    for d in ("one", "two"):
-        c = Checkout(tmp_path / d)
-        c.fetch(hooked, source=f"mirror:{upstream.path}")
-        c.apply(hooked, {GEN: "// a\n"}, "qpatch/a", "qpatch: a")
-        tips.append(c.repo.head.commit.hexsha)
-    assert tips[0] == tips[1]
+def test_commits_are_reproducible(checkout, upstream, hooked, tmp_path):
+    checkout.apply(hooked, {GEN: "// a\n"}, "qpatch/a", "qpatch: a")
+    other = Checkout(tmp_path / "other")
+    other.fetch(hooked, source=f"mirror:{upstream.path}")
+    other.apply(hooked, {GEN: "// a\n"}, "qpatch/a", "qpatch: a")
+    assert other.repo.head.commit.hexsha == checkout.repo.head.commit.hexsha
 
 
 @pytest.mark.parametrize("action", ["apply", "reset", "rebase"])

@@ -5,13 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from checkout_fixtures import HOOK_4227, HOOK_49BF, QUANT, make_patch, snapshot, write_series
+from checkout_fixtures import HOOK_4227, QUANT, make_patch, snapshot, write_series
 from qpatch.checkout import Checkout
 from qpatch.errors import CheckoutError, UsageError
 from qpatch.patchset import APPLIES, CONFLICTS, MISSING, UPSTREAM, read_patch
 from qpatch.pins import Pin, Source, load_pin, series
-
-GEN = "src/llama-quant-qpatch.inc"
+from qpatch.render import GENERATED_PATH as GEN
 
 
 def test_series_file_is_quilt_style(tmp_path):
@@ -102,7 +101,7 @@ def test_check_reports_applies_conflicts_and_already_upstream(checkout, upstream
     pdir = write_series(tmp_path / "p", {
         "0001-hook.patch": hook,
         "0002-again.patch": make_patch(old, HOOK_4227[:1], subject="Already there after 0001"),
-        "0003-half.patch": half.replace('"llama-quant-qpatch.inc"', '"other.inc"'),
+        "0003-half.patch": half,
         "0004-gone.patch": make_patch("a\n", [("a\n", "b\n")], "src/removed-upstream.cpp", subject="Gone"),
     })
     results = checkout.check_patches(upstream.pin("4227c9be", patch_dir=pdir))
@@ -113,36 +112,36 @@ def test_check_reports_applies_conflicts_and_already_upstream(checkout, upstream
     assert checkout.status().head == checkout.pristine_commit  # checking changed nothing
 
 
-def test_rebase_report_4227c9be_to_49bfddeca(checkout, upstream, tmp_path):
-    here = write_series(tmp_path / "patches" / "4227c9be", {
-        "0001-qpatch-hook.patch": make_patch(upstream.show(upstream.c4227, QUANT), HOOK_4227,
-                                             subject="Hook the qpatch policy into llama_tensor_get_type")})
-    there = write_series(tmp_path / "patches" / "49bfddeca", {
-        "0001-qpatch-hook.patch": make_patch(upstream.show(upstream.c49bf, QUANT), HOOK_49BF,
-                                             subject="Hook the qpatch policy (49bfddeca family)")})
-    cur, to = upstream.pin("4227c9be", patch_dir=here), upstream.pin("49bfddeca", patch_dir=there)
+def test_rebase_report_4227c9be_to_49bfddeca(checkout, upstream):
+    # The real hook patches: 4227c9be's conflicts on 49bfddeca, 49bfddeca's own applies.
+    cur, to = upstream.pin("4227c9be"), upstream.pin("49bfddeca")
     checkout.apply(cur, {GEN: "// a\n"}, "qpatch/a", "qpatch: a")
     before = snapshot(checkout)
-    report = checkout.rebase_report(to, source="git", current=cur)
-    assert snapshot(checkout)["files"] == before["files"]
-    assert snapshot(checkout)["head_commit"] == before["head_commit"]
+    report = checkout.rebase_report(to, source="git")
+    after = snapshot(checkout)
+    assert {k: after[k] for k in ("HEAD", "head_commit", "status", "index", "files")} == \
+        {k: before[k] for k in ("HEAD", "head_commit", "status", "index", "files")}
     assert report.target == upstream.c49bf and report.ok
     assert [r.state for r in report.current] == [CONFLICTS]
-    assert [(h.hunk.index, h.state) for h in report.current[0].hunks] == [(1, CONFLICTS), (2, CONFLICTS)]
+    hunks = report.current[0].hunks
+    assert len(hunks) == 6 and {h.state for h in hunks} == {CONFLICTS}
     assert [r.state for r in report.own] == [APPLIES]
     text = report.render()
-    assert f"  0001-qpatch-hook.patch  conflicts\n      {QUANT} hunk 1/2 @@ -12,6 +12,8 @@: conflicts" in text
+    assert f"  0001-qpatch-hook.patch  conflicts\n      {QUANT} hunk 1/6: conflicts" in text
+    assert "hunk 3/6: conflicts         @@ -433,6 +437,9 @@ static ggml_type llama_tensor_get_type(" in text
+    assert text.endswith("verdict: 49bfddeca is usable: its own series applies")
 
+    (checkout.path / "mine.txt").write_text("x")
     with pytest.raises(CheckoutError, match="uncommitted"):  # --apply has the same safety rule
-        (checkout.path / "mine.txt").write_text("x")
-        checkout.rebase(to, current=cur)
+        checkout.rebase(to)
     (checkout.path / "mine.txt").unlink()
-    checkout.rebase(to, current=cur)
+    checkout.rebase(to)
     st = checkout.status()
     assert (st.pin, st.family, st.pristine, st.head, st.dirty) == \
         ("49bfddeca", "49bfddeca", upstream.c49bf, upstream.c49bf, False)
     assert checkout.apply(to, {GEN: "// a\n"}, "qpatch/a", "qpatch: a")  # rebuilt on the new pin
     assert checkout.status().patches == ("0001-qpatch-hook.patch",)
+    assert "qpatch::choose" in (checkout.path / QUANT).read_text()
 
 
 def test_rebase_refuses_when_the_new_pins_series_does_not_apply(checkout, upstream, tmp_path):
@@ -154,9 +153,8 @@ def test_rebase_refuses_when_the_new_pins_series_does_not_apply(checkout, upstre
     assert checkout.status().pin == "4227c9be" and checkout.repo.head.commit.hexsha == upstream.c4227
 
 
-def test_check_another_pin_needs_only_objects(checkout, upstream, tmp_path):
-    there = write_series(tmp_path / "p", {"0001-hook.patch": make_patch(
-        upstream.show(upstream.c49bf, QUANT), HOOK_49BF, subject="Hook")})
-    results = checkout.check_patches(upstream.pin("49bfddeca", patch_dir=there), source=f"mirror:{upstream.path}")
+def test_check_another_pin_needs_only_objects(checkout, upstream):
+    results = checkout.check_patches(upstream.pin("49bfddeca"), source=f"mirror:{upstream.path}")
     assert [r.state for r in results] == [APPLIES]
     assert Checkout(checkout.path).status().pin == "4227c9be"
+    assert checkout.repo.head.commit.hexsha == upstream.c4227

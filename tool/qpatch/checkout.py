@@ -324,8 +324,7 @@ class Checkout:
                         f"patch {info.name} of pin {pin.name}: {res.state}; nothing was changed\n"
                         + format_results([res], indent="  ") + (f"\n  git: {res.detail}" if res.detail else ""),
                         hint=f"`qpatch patches check --pin {pin.name}` reports the whole series")
-                body = info.header or info.name
-                parent = _commit(repo, idx.write_tree(), parent, f"{body}\n\n{PATCH_TRAILER}: {info.name}\n")
+                parent = _commit(repo, idx.write_tree(), parent, f"{info.message}\n{PATCH_TRAILER}: {info.name}\n")
             if generated:
                 for path, content in sorted(generated.items()):
                     idx.write_file(path, content)

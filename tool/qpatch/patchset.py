@@ -51,6 +51,15 @@ class PatchInfo:
         return next((ln for ln in lines if ln and not re.match(r"(From|Date)[: ]", ln)), "")
 
     @property
+    def message(self) -> str:
+        """The header as a commit message: subject, blank line, the rest (mail headers dropped)."""
+        rest = [ln for ln in self.header.splitlines() if not re.match(r"(From|Date|Subject):", ln)]
+        if rest and rest[0].strip() == self.subject:
+            rest = rest[1:]
+        body = "\n".join(rest).strip("\n")
+        return f"{self.subject or self.name}\n\n{body}".rstrip() + "\n"
+
+    @property
     def upstream_status(self) -> str:
         m = re.search(r"^\s*Upstream(?:[- ]Status)?:\s*(.+)$", self.header, re.M | re.I)
         return m[1].strip() if m else ""
@@ -216,5 +225,5 @@ def format_results(results: list[PatchResult], *, indent: str = "") -> str:
         out.append(f"{indent}{r.patch.name:<{width}}  {r.state}")
         for h in r.hunks:
             hk = h.hunk
-            out.append(f"{indent}    {hk.file} hunk {hk.index}/{hk.count} {hk.header.strip()}: {h.state}")
+            out.append(f"{indent}    {hk.file} hunk {hk.index}/{hk.count}: {h.state:<16}  {hk.header.strip()}")
     return "\n".join(out)
