@@ -109,8 +109,9 @@ def test_pins_lists_the_shipped_pins():
     assert "b6700      family b6700      tag b6700 3df2244df40c" in out
 
 
-def test_fresh_offline_machine_fetches_both_pins_from_the_sdists(tmp_path, monkeypatch):
-    # Offline: the git remote's probe goes to a proxy that refuses, so auto falls back to the sdist.
+def test_fresh_offline_machine_fetches_both_pins_from_the_sdists(upstream, tmp_path, monkeypatch):
+    # GitHub unreachable: the git remote's probe goes to a proxy that refuses, so auto falls back
+    # to the sdists (which the `upstream` fixture has downloaded into the cache, proxy-free).
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
     d = tmp_path / "llama.cpp"
     r = run("fetch", "--dir", d)

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import click
 
-from .checkout import Checkout
 from .cli import cli
 from .errors import CheckoutError
-from .patchset import APPLIES, format_results, read_patch
 from .pins import DEFAULT_PIN, available_pins, load_pin, patches_dir, series
 from .progress import Progress
+
+# qpatch.checkout and qpatch.patchset import GitPython, which needs a git executable: they are
+# imported inside the commands, so that commands which need no checkout work without git.
 
 
 class ClickProgress(Progress):
@@ -30,7 +31,7 @@ class ClickProgress(Progress):
 
     @contextmanager
     def bar(self, label: str, total: int):
-        with click.progressbar(length=total or 100, label=label, file=sys.stderr) as b:
+        with click.progressbar(length=total, label=label, file=sys.stderr) as b:
             last = [0]
 
             def update(done: int):
@@ -49,7 +50,9 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _checkout(directory: str | None) -> Checkout:
+def _checkout(directory: str | None):
+    from .checkout import Checkout
+
     return Checkout(directory, progress=ClickProgress())
 
 
@@ -120,7 +123,7 @@ def patches_grp():
 def _pin_for(pin: str | None, directory: str | None):
     if pin:
         return load_pin(pin)
-    c = Checkout(directory)
+    c = _checkout(directory)
     return load_pin(c.pin_name if (c.path / ".git").exists() else DEFAULT_PIN)
 
 
@@ -129,6 +132,8 @@ def _pin_for(pin: str | None, directory: str | None):
 @dir_option
 def patches_list_cmd(pin, directory):
     """Each patch of the series with its header: what it does and its upstream status."""
+    from .patchset import read_patch
+
     p = _pin_for(pin, directory)
     paths = series(p)
     click.echo(f"pin {p.name}: {len(paths)} patch(es) in {_shown(patches_dir(p) / 'series')}")
@@ -146,6 +151,8 @@ def patches_list_cmd(pin, directory):
 @dir_option
 def patches_check_cmd(pin, source, directory):
     """Per patch: applies / conflicts (which file, which hunk) / already upstream; exit 5 unless all apply."""
+    from .patchset import APPLIES, format_results
+
     p = _pin_for(pin, directory)
     results = _checkout(directory).check_patches(p, source=source)
     click.echo(f"pin {p.name}:")

@@ -22,9 +22,12 @@ SOURCE_KINDS = ("git", "sdist")
 
 @dataclass(frozen=True)
 class Source:
-    """One place a pin's tree can come from: a git remote, or a package sdist that vendors it."""
+    """One place a pin's tree can come from: a git remote, or a package sdist that vendors it.
 
-    kind: str  # "git" | "sdist"
+    (`qpatch fetch --source mirror:PATH` makes a third kind, "mirror", that no pin.toml names.)
+    """
+
+    kind: str  # "git" | "sdist" | "mirror"
     url: str = ""  # git
     package: str = ""  # sdist: PyPI name, e.g. llama-cpp-python
     version: str = ""  # sdist

@@ -13,6 +13,8 @@ from typing import Callable, Iterator
 class Progress:
     """Silent reporter; subclass (or pass one like `qpatch.cli_checkout`'s) to show progress."""
 
+    show_subprocess_output = False  # True: tools with their own progress (pip) print to stderr
+
     def note(self, msg: str) -> None:
         pass
 

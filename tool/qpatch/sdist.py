@@ -54,7 +54,7 @@ def _download(src: Source, path: Path, progress: Progress) -> None:
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".download-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", spec, "-d", tmp]
         # pip draws its own progress bar; it goes to our stderr when a reporter shows progress.
-        loud = getattr(progress, "show_subprocess_output", False)
+        loud = progress.show_subprocess_output
         out = 2 if loud else subprocess.PIPE
         r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out if loud else subprocess.STDOUT,
                            text=True)

@@ -151,7 +151,7 @@ def _from_git(repo: git.Repo, pin: Pin, url: str, progress: Progress, *, check_n
 def _stream_progress(proc, progress: Progress) -> str:
     """Read git's stderr, drive a progress bar from its 'Receiving objects' lines, return the text."""
     text, buf = [], b""
-    with progress.bar("receiving objects", 0) as update:
+    with progress.bar("receiving objects (%)", 100) as update:
         while chunk := proc.proc.stderr.read1(4096):
             buf += chunk
             *lines, buf = re.split(rb"[\r\n]", buf)
