@@ -13,7 +13,6 @@ private index, and the branch and worktree only move once everything is ready.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -464,5 +463,5 @@ def _trailers(message: str) -> dict[str, str]:
 
 def _check_generated_path(path: str) -> None:
     p = PurePosixPath(path)
-    if p.is_absolute() or not p.parts or ".." in p.parts or p.parts[0] == ".git" or os.sep in path.replace("/", ""):
+    if p.is_absolute() or not p.parts or ".." in p.parts or p.parts[0] == ".git":
         raise UsageError(f"generated file path must be relative inside the checkout, got {path!r}")

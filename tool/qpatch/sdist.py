@@ -42,7 +42,7 @@ def archive(src: Source, progress: Progress) -> Path:
         _download(src, path, progress)
     if src.archive_sha256 and (got := sha256_file(path)) != src.archive_sha256:
         raise SourceError(f"{path}: sha256 {got} is not the pin's {src.archive_sha256}",
-                          hint=f"the cached archive is corrupt or another file: delete it and fetch again")
+                          hint="the cached archive is corrupt or another file: delete it and fetch again")
     return path
 
 
