@@ -77,3 +77,4 @@ if __name__ == "__main__":
 from . import cli_policy  # noqa: E402,F401  (registers list, show, render)
 from . import cli_verify  # noqa: E402,F401  (registers verify)
 from . import cli_export  # noqa: E402,F401  (registers export)
+from . import cli_checkout  # noqa: E402,F401  (registers pins, fetch, status, reset, patches, rebase)
