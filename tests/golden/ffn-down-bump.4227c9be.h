@@ -104,6 +104,20 @@ struct pos {
     }
 }
 
+[[maybe_unused]] static bool ftype_low_bit(llama_ftype ftype) {
+    switch (ftype) {
+        case LLAMA_FTYPE_MOSTLY_IQ1_S:
+        case LLAMA_FTYPE_MOSTLY_IQ1_M:
+        case LLAMA_FTYPE_MOSTLY_IQ2_XXS:
+        case LLAMA_FTYPE_MOSTLY_IQ2_XS:
+        case LLAMA_FTYPE_MOSTLY_IQ2_S:
+        case LLAMA_FTYPE_MOSTLY_IQ2_M:
+            return true;
+        default:
+            return false;
+    }
+}
+
 // Whether this policy applies to the model at all.
 [[maybe_unused]] static bool targets(const llama_model & model) {
     (void) model;
@@ -127,13 +141,13 @@ static ggml_type choose(const state & st, ggml_type stock, const ggml_tensor * t
 
     // policies/ffn_down_bump.py:31: *ffn_down* when low-bit ftype and k < N/8 [block i/n] -> {IQ2_S:IQ3_S, IQ2_M:IQ3_S, else Q2_K}
     // first eighth of the blocks
-    if (name.find("ffn_down") != std::string::npos && (ftype == LLAMA_FTYPE_MOSTLY_IQ1_S || ftype == LLAMA_FTYPE_MOSTLY_IQ1_M || ftype == LLAMA_FTYPE_MOSTLY_IQ2_XXS || ftype == LLAMA_FTYPE_MOSTLY_IQ2_XS || ftype == LLAMA_FTYPE_MOSTLY_IQ2_S || ftype == LLAMA_FTYPE_MOSTLY_IQ2_M) && before(p0, 1, 8)) {
+    if (name.find("ffn_down") != std::string::npos && ftype_low_bit(ftype) && before(p0, 1, 8)) {
         switch (ftype) { case LLAMA_FTYPE_MOSTLY_IQ2_S: return GGML_TYPE_IQ3_S; case LLAMA_FTYPE_MOSTLY_IQ2_M: return GGML_TYPE_IQ3_S; default: return GGML_TYPE_Q2_K; }
     }
 
     // policies/ffn_down_bump.py:32: *ffn_down* when low-bit ftype and k >= N/8 [block i/n] -> ftype default
     // stock's counter may not decide here
-    if (name.find("ffn_down") != std::string::npos && (ftype == LLAMA_FTYPE_MOSTLY_IQ1_S || ftype == LLAMA_FTYPE_MOSTLY_IQ1_M || ftype == LLAMA_FTYPE_MOSTLY_IQ2_XXS || ftype == LLAMA_FTYPE_MOSTLY_IQ2_XS || ftype == LLAMA_FTYPE_MOSTLY_IQ2_S || ftype == LLAMA_FTYPE_MOSTLY_IQ2_M) && at_least(p0, 1, 8)) {
+    if (name.find("ffn_down") != std::string::npos && ftype_low_bit(ftype) && at_least(p0, 1, 8)) {
         return default_type(ftype);
     }
     return stock;

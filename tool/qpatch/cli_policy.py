@@ -41,3 +41,44 @@ def render_cmd(policy, pin, output):
         click.echo(f"{output}: {'written' if changed else 'unchanged'}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+_dir = click.option("--dir", "directory", type=click.Path(file_okay=False),
+                    help="the checkout  [default: llama.cpp/ in the project]")
+
+
+@cli.command("apply")
+@click.argument("policy")
+@_dir
+def apply_cmd(policy, directory):
+    """Apply POLICY to the checkout: the pin's hook patches + the generated header, on branch qpatch/POLICY."""
+    import time
+
+    from . import apply
+
+    t0 = time.perf_counter()
+    a = apply.apply(policy, directory)
+    verb = "applied" if a.changed else "already applied"
+    click.echo(f"{verb}: policy {a.policy} on pin {a.pin}, branch {a.branch} ({time.perf_counter() - t0:.2f} s)")
+    if a.changed:
+        click.echo("next: make build-cpu (or qpatch build --cpu); only llama-quant.cpp recompiles")
+
+
+@cli.command("diff")
+@click.option("--stat", is_flag=True, help="a diffstat instead of the full diff")
+@_dir
+def diff_cmd(stat, directory):
+    """The checkout against its pristine upstream commit: the whole review."""
+    from . import apply
+
+    click.echo(apply.diff(directory, stat=stat))
+
+
+@cli.command("check")
+@click.argument("policy", required=False)
+@_dir
+def check_cmd(policy, directory):
+    """Exit 1 and print the diff when the checkout's generated code is stale against POLICY."""
+    from . import apply
+
+    click.echo(apply.check(policy, directory))

@@ -65,3 +65,9 @@ class NotExpressible(QpatchError):
     """`qpatch export`: some of the policy's types cannot be had from a stock binary with --tensor-type."""
 
     exit_code = 9
+
+
+class Stale(QpatchError):
+    """The checkout's generated code differs from what the policy renders today (`qpatch check`)."""
+
+    exit_code = 1

@@ -46,6 +46,15 @@ class _Frames:
     def __init__(self):
         self.frames: list = []
         self.groups: list[tuple[str, ...]] = []
+        self.ftype_groups: dict[str, tuple[str, ...]] = {}  # labelled Ftypes -> one named predicate each
+
+    def ftypes(self, c: Ftypes) -> str:
+        if not c.label:
+            return "(" + " || ".join(f"ftype == {llama_ftype(n)}" for n in c.names) + ")"
+        ident = "ftype_" + "".join(ch if ch.isalnum() else "_" for ch in c.label)
+        if self.ftype_groups.setdefault(ident, c.names) != c.names:
+            raise ValueError(f"two ftype groups are labelled '{c.label}'")
+        return f"{ident}(ftype)"
 
     def var(self, frame) -> str:
         if frame not in self.frames:
@@ -88,7 +97,7 @@ def cond_cpp(c, frames: _Frames) -> str:
     if isinstance(c, Imatrix):
         return "has_imatrix" if c.present else "!has_imatrix"
     if isinstance(c, Ftypes):
-        return "(" + " || ".join(f"ftype == {llama_ftype(n)}" for n in c.names) + ")"
+        return frames.ftypes(c)
     if isinstance(c, Arch):
         return "(" + " || ".join(f"arch == {_str(a)}" for a in c.names) + ")"
     if isinstance(c, RowMultiple):
@@ -177,6 +186,8 @@ def render(policy: Policy, pin: str = "4227c9be") -> str:
     text = _env().get_template("policy.h.j2").render(
         policy=policy, family=FAMILIES[pin], command=f"qpatch render {policy.name} --pin {pin}",
         rules=rules, frames=frame_views, groups=[{"kinds": g} for g in frames.groups], ladders=ladders,
+        ftype_groups=[{"ident": i, "cases": [llama_ftype(n) for n in names]}
+                      for i, names in frames.ftype_groups.items()],
         defaults=defaults, fallback=fb,
     )
     return text

@@ -13,7 +13,7 @@ LB_NAMES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M")
 HB_NAMES = tuple(f.name for f in FTYPES if f.quantizes and f.name not in LB_NAMES and f.name != "MXFP4_MOE")
 
 LB = Ftypes(LB_NAMES, "low-bit")
-HB = Ftypes(HB_NAMES, "other")
+HB = Ftypes(HB_NAMES, "higher-bit")
 E8 = Experts(">=", 8)
 
 
