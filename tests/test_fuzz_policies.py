@@ -13,9 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import differential
 from qpatch import render
-from qpatch.evaluate import Options, plan
 from qpatch.catalogue import parse_ftype
+from qpatch.evaluate import Options, plan
+from qpatch.imatrix import read_imatrix
+from qpatch.model_facts import read_model
 from rule_strategies import FTYPE_NAMES, policies
 
 EXAMPLES = int(os.environ.get("QPATCH_FUZZ_EXAMPLES", "6"))
@@ -32,25 +35,29 @@ def test_random_policies_render_deterministically(pol):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(pol=policies(), ftype=st.sampled_from(FTYPE_NAMES), with_imatrix=st.booleans())
-def test_random_policies_evaluate_on_every_zoo_model(zoo, pol, ftype, with_imatrix):
-    for entry in zoo.values():
-        opts = Options(parse_ftype(ftype), imatrix=entry.imatrix_entries if with_imatrix else None)
-        p = plan(entry.facts, pol, opts)
-        assert len(p.tensors) == len(entry.facts.tensors)
+def test_random_policies_evaluate_on_every_zoo_model(zoo_facts, pol, ftype, with_imatrix):
+    for facts, entries in zoo_facts.values():
+        p = plan(facts, pol, Options(parse_ftype(ftype), imatrix=entries if with_imatrix else None))
+        assert len(p.tensors) == len(facts.tensors)
+
+
+@pytest.fixture(scope="module")
+def zoo_facts(zoo_files):
+    return {name: (read_model(m), read_imatrix(im)) for name, (m, im) in zoo_files.items()}
 
 
 @pytest.mark.binary
+@pytest.mark.xdist_group("patched")
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=os.environ.get("QPATCH_FUZZ_RANDOM") is None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                  HealthCheck.data_too_large])
 @given(pol=policies(), data=st.data())
-def test_random_policies_compiled_equal_prediction(patched_build, zoo, tmp_path_factory, pol, data):
+def test_random_policies_compiled_equal_prediction(patched_build, zoo_files, tmp_path_factory, pol, data):
     binary = patched_build.switch(pol)
-    names = sorted(zoo)
-    model = data.draw(st.sampled_from(names), label="model")
+    model = data.draw(st.sampled_from(sorted(zoo_files)), label="model")
     ftypes = data.draw(st.lists(st.sampled_from(FTYPE_NAMES), min_size=1, max_size=2, unique=True), label="ftypes")
-    entry = zoo[model]
+    path, imatrix = zoo_files[model]
     out = tmp_path_factory.mktemp("fuzz")
     for ft in ftypes:
-        for imatrix in (entry.imatrix, None):
-            patched_build.check(binary, pol, entry, ft, imatrix, out)
+        for im in (imatrix, None):
+            differential.check(binary, path, ft, out, imatrix=im, policy=pol)

@@ -8,15 +8,16 @@ from .evaluate import Options, Plan, parse_tensor_type, plan
 from .imatrix import read_imatrix
 from .model_facts import read_model
 from .policy import loader
+from .policy.model import Policy
 
 DEFAULT_PIN = "4227c9be"
 
 
-def make_plan(model_path, ftype: str, *, policy: str = "stock", imatrix=None, output_tensor_type=None,
+def make_plan(model_path, ftype: str, *, policy: "str | Policy" = "stock", imatrix=None, output_tensor_type=None,
               token_embedding_type=None, tensor_types=(), pure=False, leave_output_tensor=False,
               pin: str = DEFAULT_PIN) -> Plan:
     ft = parse_ftype(ftype)
-    pol = loader.load(policy)
+    pol = policy if isinstance(policy, Policy) else loader.load(policy)
     model = read_model(model_path)
     opts = Options(
         ftype=ft,

@@ -1,0 +1,65 @@
+"""One patched llama.cpp checkout for the policy proofs, switched between policies incrementally.
+
+It is made the way a user makes one: `Checkout.fetch` of the pin (from the sdist), then
+`qpatch apply` semantics (the pin's hook series + the rendered header, committed on a
+branch) and `qpatch.build`. Switching policy rewrites only the generated header, so each
+switch recompiles one translation unit (~6 s). Cached under ~/.cache/qpatch/test/, keyed by
+pin; tests that use it share one xdist group, so one worker owns it at a time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from contextlib import contextmanager
+from pathlib import Path
+
+from qpatch import build, render
+from qpatch.cache import cache_root
+from qpatch.checkout import Checkout
+from qpatch.pins import load_pin
+from qpatch.policy import loader
+from qpatch.policy.model import Policy
+
+PIN = "4227c9be"
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class PatchedBuild:
+    def __init__(self, pin: str = PIN):
+        self.pin = load_pin(pin)
+        self.root = cache_root() / "test" / f"patched-{pin}"
+        self.path = self.root / "llama.cpp"
+        self.lock = self.root / "lock"
+        self.current: str | None = None
+
+    def ensure(self):
+        with _locked(self.lock):
+            co = Checkout(self.path)
+            if not (self.path / ".git").exists():
+                co.fetch(self.pin, source="sdist")
+            co.close()
+
+    def switch(self, policy: Policy | str) -> Path:
+        """Apply `policy` (a name or a Policy object), rebuild, and return llama-quantize's path."""
+        pol = loader.load(policy) if isinstance(policy, str) else policy
+        text = render.render(pol, self.pin.name)
+        with _locked(self.lock):
+            co = Checkout(self.path)
+            try:
+                co.apply(self.pin, {render.GENERATED_PATH: text}, f"qpatch/{pol.name}",
+                         f"qpatch: policy {pol.name} (test build)")
+            finally:
+                co.close()
+            bindir = build.build(self.path, "cpu", ["llama-quantize"], progress=None)
+        self.current = pol.name
+        return bindir / "llama-quantize"
