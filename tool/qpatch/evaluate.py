@@ -106,8 +106,16 @@ def parse_tensor_type(spec: str) -> tuple[str, T]:
     return pat, catalogue.parse_type(typ, what="type in --tensor-type")
 
 
+def ggml_n_dims(shape: tuple[int, ...]) -> int:
+    """ggml_n_dims: trailing dimensions of size 1 do not count, so ne (4096, 1) is 1-D."""
+    n = len(shape)
+    while n > 1 and shape[n - 1] == 1:
+        n -= 1
+    return max(n, 1)
+
+
 def is_quantizable(name: str, ndims: int, opts: Options) -> bool:
-    """The `quantize &= ...` chain of llama_model_quantize_impl."""
+    """The `quantize &= ...` chain of llama_model_quantize_impl; `ndims` as ggml_n_dims counts them."""
     if not name.endswith("weight") or ndims < 2:
         return False
     if "_norm.weight" in name:
@@ -284,7 +292,7 @@ def plan(model: ModelFacts, policy: Policy, opts: Options, pin: str = "4227c9be"
     ft = opts.ftype
     names = [t.name for t in model.tensors]
     state = StockState.for_model(model, names, opts.has_imatrix)
-    stock = StockModel(model, ft.name, state, opts.output_tensor_type)
+    stock = StockModel(model, ft.name, state, opts.output_tensor_type, opts.token_embedding_type)
     positions = Positions(model)
     targeted = not policy.archs or model.arch in policy.archs
     # a policy's fallback entries override stock's; types it does not list keep stock's fallback
@@ -293,10 +301,16 @@ def plan(model: ModelFacts, policy: Policy, opts: Options, pin: str = "4227c9be"
     if ft.name in catalogue.NEEDS_IMATRIX and not opts.has_imatrix:
         result.errors.append(
             f"llama-quantize refuses {ft.name} without an importance matrix (pass --imatrix FILE)")
+    n_attn_layer = sum(1 for h in model.n_head_kv_layers[:model.n_layer] if h != 0)
+    if model.arch in ("t5", "t5encoder"):  # llama_model_has_encoder: encoder, decoder and cross attention
+        n_attn_layer *= 3
+    if state.n_attention_wv not in (0, n_attn_layer):
+        result.errors.append(f"GGML_ASSERT n_attention_wv is unexpected: {state.n_attention_wv} attn_v/attn_qkv/"
+                             f"attn_kv_b tensors for {n_attn_layer} attention layers")
 
     for t in model.tensors:
         name, shape = t.name, t.shape
-        if not is_quantizable(name, len(shape), opts):
+        if not is_quantizable(name, ggml_n_dims(shape), opts):
             why = "copy (COPY ftype)" if ft.copy else "not quantized (kept as is)"
             result.tensors.append(TensorPlan(name, shape, t.type, t.type, why, False, tensor_bytes(t.type, shape)))
             continue

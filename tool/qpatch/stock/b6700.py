@@ -82,11 +82,13 @@ class StockState:
 class StockModel:
     """Stock choice for one model and ftype. Call `choose` in processing order."""
 
-    def __init__(self, model: ModelFacts, ftype: str, state: StockState, output_tensor_type: T | None = None):
+    def __init__(self, model: ModelFacts, ftype: str, state: StockState, output_tensor_type: T | None = None,
+                 token_embedding_type: T | None = None):
         self.m = model
         self.ftype = ftype
         self.s = state
         self.output_tensor_type = output_tensor_type
+        self.token_embedding_type = token_embedding_type
 
     # -- helpers mirroring the lambdas in llama_tensor_get_type
     def _layer(self, counter: int, name: str) -> tuple[int, int]:
@@ -150,6 +152,10 @@ class StockModel:
         return default, "stock:output/q8_0"
 
     def _token_embd(self, default) -> tuple[T, str]:
+        # Stock sets --token-embedding-type here already, so the shape fallback (or its
+        # "Unsupported tensor size" abort) sees the user's type, not the ftype's.
+        if self.token_embedding_type is not None:
+            return self.token_embedding_type, "--token-embedding-type"
         t = _TOKEN_EMBD.get(self.ftype)
         return (t, f"stock:token_embd/{self.ftype}") if t else (default, "default")
 
