@@ -1,9 +1,12 @@
 """Write thin but real GGUF models and imatrix files with the `gguf` package.
 
-Type choice reads only the hyper-parameters, the names, ne[0] and whether ne[2] > 1, so the
-models keep real row lengths but one row (`rows`) and two stored experts: llama-quantize
-loads and quantizes them in milliseconds. `sparse=True` writes no tensor data at all (a hole),
-for header-only benchmarks at real DeepSeek-V3 shapes.
+Type choice reads only the hyper-parameters, the names, ne[0], the number of dimensions and
+whether ne[2] > 1, so thin models keep every tensor's real row length (ne[0]) but only `rows`
+rows and `stored_experts` experts: llama-quantize loads and quantizes them in milliseconds.
+`rows` must stay >= 2: llama-quantize skips a tensor whose ggml_n_dims() is 1, and ggml counts
+a trailing ne[1] == 1 as no dimension at all. `full=True` gives every tensor its real shape,
+for header-only use: `write_sparse_split` writes such a model with holes for data (DeepSeek-V3
+at real size, a few MB on disk).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from gguf import GGMLQuantizationType as T
-from gguf import GGUFWriter
+from gguf import GGUFValueType, GGUFWriter
 
 
 @dataclass(frozen=True)
@@ -29,81 +32,95 @@ class Spec:
     n_expert: int = 0
     n_expert_used: int = 0
     n_ff_exp: int = 256
-    leading_dense: int = 0  # deepseek2: blocks before the first MoE block
+    leading_dense: int = 0  # blocks before the first MoE block
     shared_experts: int = 0
     attention: str = "gqa"  # gqa | mla (attn_k_b/attn_v_b) | kvb (attn_kv_b) | qkv (fused)
     tied: bool = False  # no output.weight
-    rows: int = 1  # ne[1] of every matrix
-    stored_experts: int = 2  # ne[2] of expert tensors
+    rows: int = 2  # ne[1] of every matrix of a thin model
+    stored_experts: int = 2  # ne[2] of 3-D tensors of a thin model
+    full: bool = False  # real ne[1] and ne[2] everywhere (header-only use)
     n_vocab: int = 32
     q_lora: int = 256
     kv_lora: int = 256
-    head_k_mla: int = 192
+    head_k_mla: int = 192  # MLA: qk_nope + qk_rope
     head_v_mla: int = 128
+    qk_rope: int = 64
     head_dim: int = 32
+    tokenizer: bool = False  # write a vocabulary (n_vocab tokens, types) and n_merges merges, like real files
+    n_merges: int = 0
     extra: tuple = ()
+
+    def _ne(self, ne0: int, ne1: int, ne2: int | None = None) -> tuple[int, ...]:
+        """A matrix (ne2 None) or a stack of ne2 matrices, thinned unless `full`."""
+        if self.full:
+            return (ne0, ne1) if ne2 is None else (ne0, ne1, ne2)
+        return (ne0, self.rows) if ne2 is None else (ne0, self.rows, min(ne2, self.stored_experts))
 
     def tensors(self) -> list[tuple[str, tuple[int, ...], T]]:
         """(name, ne, type) for every tensor, in a natural (converter) order."""
-        r, e = self.rows, self.stored_experts
-        out = [("token_embd.weight", (self.n_embd, r), T.BF16), ("output_norm.weight", (self.n_embd,), T.F32)]
+        d, ne = self.n_embd, self._ne
+        out = [("token_embd.weight", ne(d, self.n_vocab), T.BF16), ("output_norm.weight", (d,), T.F32)]
         if self.arch == "falcon":
-            out.append(("output_norm.bias", (self.n_embd,), T.F32))
+            out.append(("output_norm.bias", (d,), T.F32))
         if not self.tied:
-            out.append(("output.weight", (self.n_embd, r), T.BF16))
+            out.append(("output.weight", ne(d, self.n_vocab), T.BF16))
         for i in range(self.n_layer):
             b = f"blk.{i}."
-            out.append((b + "attn_norm.weight", (self.n_embd,), T.F32))
+            out.append((b + "attn_norm.weight", (d,), T.F32))
+            if self.arch == "falcon":
+                out.append((b + "attn_norm.bias", (d,), T.F32))
             if self.attention in ("mla", "kvb"):
                 out += [(b + "attn_q_a_norm.weight", (self.q_lora,), T.F32),
                         (b + "attn_kv_a_norm.weight", (self.kv_lora,), T.F32)]
             out += [(b + n, s, T.BF16) for n, s in self._attention()]
             if self.arch == "qwen3moe":
-                out += [(b + "attn_q_norm.weight", (self.head_dim,), T.F32), (b + "attn_k_norm.weight", (self.head_dim,), T.F32)]
+                out += [(b + "attn_q_norm.weight", (self.head_dim,), T.F32),
+                        (b + "attn_k_norm.weight", (self.head_dim,), T.F32)]
             if self.arch != "falcon":
-                out.append((b + "ffn_norm.weight", (self.n_embd,), T.F32))
-            moe = self.n_expert > 0 and i >= self.leading_dense
-            if not moe:
-                out += [(b + "ffn_up.weight", (self.n_embd, r), T.BF16), (b + "ffn_down.weight", (self.n_ff, r), T.BF16)]
+                out.append((b + "ffn_norm.weight", (d,), T.F32))
+            if not (self.n_expert > 0 and i >= self.leading_dense):
+                out += [(b + "ffn_up.weight", ne(d, self.n_ff), T.BF16), (b + "ffn_down.weight", ne(self.n_ff, d), T.BF16)]
                 if self.arch != "falcon":
-                    out.append((b + "ffn_gate.weight", (self.n_embd, r), T.BF16))
+                    out.append((b + "ffn_gate.weight", ne(d, self.n_ff), T.BF16))
                 continue
-            out.append((b + "ffn_gate_inp.weight", (self.n_embd, r), T.F32))
+            e, ff = self.n_expert, self.n_ff_exp
             out += [
-                (b + "ffn_gate_exps.weight", (self.n_embd, r, e), T.BF16),
-                (b + "ffn_up_exps.weight", (self.n_embd, r, e), T.BF16),
-                (b + "ffn_down_exps.weight", (self.n_ff_exp, r, e), T.BF16),
+                (b + "ffn_gate_inp.weight", ne(d, e), T.F32),
+                (b + "ffn_gate_exps.weight", ne(d, ff, e), T.BF16),
+                (b + "ffn_up_exps.weight", ne(d, ff, e), T.BF16),
+                (b + "ffn_down_exps.weight", ne(ff, d, e), T.BF16),
             ]
             if self.arch == "deepseek2":
-                out.append((b + "exp_probs_b.bias", (self.n_expert,), T.F32))
+                out.append((b + "exp_probs_b.bias", (e,), T.F32))
             if self.shared_experts:
-                ff_sh = self.n_ff_exp * self.shared_experts
+                ff_sh = ff * self.shared_experts
                 out += [
-                    (b + "ffn_gate_shexp.weight", (self.n_embd, r), T.BF16),
-                    (b + "ffn_up_shexp.weight", (self.n_embd, r), T.BF16),
-                    (b + "ffn_down_shexp.weight", (ff_sh, r), T.BF16),
+                    (b + "ffn_gate_shexp.weight", ne(d, ff_sh), T.BF16),
+                    (b + "ffn_up_shexp.weight", ne(d, ff_sh), T.BF16),
+                    (b + "ffn_down_shexp.weight", ne(ff_sh, d), T.BF16),
                 ]
         return out
 
     def _attention(self):
-        r, d = self.rows, self.n_embd
+        d, ne, h, hd = self.n_embd, self._ne, self.n_head, self.head_dim
         if self.attention == "qkv":
-            return [("attn_qkv.weight", (d, r)), ("attn_output.weight", (d, r))]
+            return [("attn_qkv.weight", ne(d, (h + 2 * self.n_head_kv) * hd)), ("attn_output.weight", ne(h * hd, d))]
         if self.attention in ("mla", "kvb"):
+            nope, rope, v = self.head_k_mla - self.qk_rope, self.qk_rope, self.head_v_mla
             out = [
-                ("attn_q_a.weight", (d, r)),
-                ("attn_q_b.weight", (self.q_lora, r)),
-                ("attn_kv_a_mqa.weight", (d, r)),
+                ("attn_q_a.weight", ne(d, self.q_lora)),
+                ("attn_q_b.weight", ne(self.q_lora, h * self.head_k_mla)),
+                ("attn_kv_a_mqa.weight", ne(d, self.kv_lora + rope)),
             ]
-            if self.attention == "mla":
-                out += [("attn_k_b.weight", (self.head_k_mla - 64, r, 2)), ("attn_v_b.weight", (self.kv_lora, r, 2))]
+            if self.attention == "mla":  # kv_b split per head as convert_hf_to_gguf.py does for MLA
+                out += [("attn_k_b.weight", ne(nope, self.kv_lora, h)), ("attn_v_b.weight", ne(self.kv_lora, v, h))]
             else:
-                out.append(("attn_kv_b.weight", (self.kv_lora, r)))
-            out.append(("attn_output.weight", (self.n_head * self.head_v_mla, r)))
+                out.append(("attn_kv_b.weight", ne(self.kv_lora, h * (nope + v))))
+            out.append(("attn_output.weight", ne(h * v, d)))
             return out
         return [
-            ("attn_q.weight", (d, r)), ("attn_k.weight", (d, r)), ("attn_v.weight", (d, r)),
-            ("attn_output.weight", (d, r)),
+            ("attn_q.weight", ne(d, h * hd)), ("attn_k.weight", ne(d, self.n_head_kv * hd)),
+            ("attn_v.weight", ne(d, self.n_head_kv * hd)), ("attn_output.weight", ne(h * hd, d)),
         ]
 
     def kv(self) -> dict[str, tuple[str, object]]:
@@ -121,6 +138,8 @@ class Spec:
             kv[f"{a}.attention.layer_norm_epsilon"] = ("f32", 1e-5)
         else:
             kv[f"{a}.attention.layer_norm_rms_epsilon"] = ("f32", 1e-6)
+        if a in ("llama", "qwen3moe", "falcon"):
+            kv[f"{a}.rope.dimension_count"] = ("u32", self.head_dim)
         if self.n_expert:
             kv[f"{a}.expert_count"] = ("u32", self.n_expert)
             kv[f"{a}.expert_used_count"] = ("u32", self.n_expert_used or min(2, self.n_expert))
@@ -130,9 +149,9 @@ class Spec:
                 f"{a}.leading_dense_block_count": ("u32", self.leading_dense),
                 f"{a}.attention.q_lora_rank": ("u32", self.q_lora),
                 f"{a}.attention.kv_lora_rank": ("u32", self.kv_lora),
-                f"{a}.attention.key_length": ("u32", self.kv_lora + 64),
+                f"{a}.attention.key_length": ("u32", self.kv_lora + self.qk_rope),
                 f"{a}.attention.value_length": ("u32", self.kv_lora),
-                f"{a}.rope.dimension_count": ("u32", 64),
+                f"{a}.rope.dimension_count": ("u32", self.qk_rope),
                 f"{a}.expert_shared_count": ("u32", self.shared_experts),
                 f"{a}.expert_weights_scale": ("f32", 2.5),
                 f"{a}.expert_weights_norm": ("bool", True),
@@ -144,6 +163,17 @@ class Spec:
         for k, v in self.extra:
             kv[k] = v
         return kv
+
+    def vocabulary(self) -> dict[str, tuple[str, object]]:
+        """tokenizer.ggml.* arrays as a BPE model's converter writes them (strings are placeholders)."""
+        if not self.tokenizer:
+            return {}
+        return {
+            "tokenizer.ggml.model": ("str", "gpt2"),
+            "tokenizer.ggml.tokens": ("arr", [f"<t{i}>" for i in range(self.n_vocab)]),
+            "tokenizer.ggml.token_type": ("arr_i32", [1] * self.n_vocab),
+            "tokenizer.ggml.merges": ("arr", [f"m{i} x{i}" for i in range(self.n_merges)]),
+        }
 
 
 def _data(ne: tuple[int, ...], ttype: T, rng: np.random.Generator) -> np.ndarray:
@@ -159,8 +189,11 @@ def _data(ne: tuple[int, ...], ttype: T, rng: np.random.Generator) -> np.ndarray
 
 def _writer_kv(w: GGUFWriter, kv: dict):
     for k, (kind, v) in kv.items():
+        if kind == "arr_i32":  # typed explicitly: add_array would guess the element type per value
+            w.add_key_value(k, v, GGUFValueType.ARRAY, sub_type=GGUFValueType.INT32)
+            continue
         {"u32": w.add_uint32, "f32": w.add_float32, "bool": w.add_bool, "str": w.add_string,
-         "i32": w.add_int32, "u16": w.add_uint16}[kind](k, v)
+         "i32": w.add_int32, "u16": w.add_uint16, "arr": w.add_array}[kind](k, v)
 
 
 def write_model(spec: Spec, path: str | os.PathLike, *, seed: int = 0, file_type: int = 32) -> Path:
@@ -170,6 +203,7 @@ def write_model(spec: Spec, path: str | os.PathLike, *, seed: int = 0, file_type
     w = GGUFWriter(str(path), spec.arch)
     w.add_uint32("general.file_type", file_type)
     _writer_kv(w, spec.kv())
+    _writer_kv(w, spec.vocabulary())
     for name, ne, ttype in spec.tensors():
         arr = _data(ne, ttype, rng)
         if ttype == T.BF16:
@@ -225,11 +259,11 @@ def write_sparse_split(spec: Spec, prefix: str | os.PathLike, n_split: int, *, k
         part = tensors[i * per: (i + 1) * per]
         p = prefix.with_name(f"{prefix.name}-{i + 1:05d}-of-{n_split:05d}.gguf")
         w = GGUFWriter(str(p), spec.arch)
-        if i == 0:
+        if i == 0:  # like gguf-split: all metadata in the first shard, split keys in every shard
             w.add_uint32("general.file_type", 32)
             _writer_kv(w, spec.kv())
-            for k, v in (kv_extra or {}).items():
-                _writer_kv(w, {k: v})
+            _writer_kv(w, spec.vocabulary())
+            _writer_kv(w, kv_extra or {})
         w.add_uint16("split.no", i)
         w.add_uint16("split.count", n_split)
         w.add_int32("split.tensors.count", len(tensors))
@@ -250,3 +284,17 @@ def write_sparse_split(spec: Spec, prefix: str | os.PathLike, n_split: int, *, k
         paths.append(p)
     return paths
 
+
+
+def deepseek_v3(**changes) -> Spec:
+    """DeepSeek-V3 / R1 with the real hyper-parameters and row lengths (MLA as converted for llama.cpp).
+
+    Thin by default; `full=True, tokenizer=True` for the real header (shapes and vocabulary).
+    """
+    base = dict(
+        name="deepseek-v3", arch="deepseek2", n_layer=61, leading_dense=3, n_expert=256, n_expert_used=8,
+        shared_experts=1, attention="mla", n_embd=7168, n_ff=18432, n_ff_exp=2048, n_head=128, n_head_kv=1,
+        q_lora=1536, kv_lora=512, head_k_mla=192, head_v_mla=128, qk_rope=64, n_vocab=129280, n_merges=127741,
+    )
+    base.update(changes)
+    return Spec(**base)
