@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 JOBS   ?= $(shell nproc)
+# build-cpu / build-cuda: the llama.cpp checkout, the tools to build, CUDA architectures ("" = the GPU present)
+DIR        ?= llama.cpp
+TARGETS    ?= llama-quantize
+CUDA_ARCHS ?=
 
 .PHONY: help setup test test-fast bench golden docs clean build-cpu build-cuda demo fuzz
 
@@ -11,6 +15,8 @@ help:
 	@echo "make test        run the whole test suite (builds llama-quantize once, cached in ~/.cache/qpatch)"
 	@echo "make test-fast   tests that need no compiled binary"
 	@echo "make bench       benchmarks (bench/), printed as one table"
+	@echo "make build-cpu   build TARGETS (default llama-quantize) of the checkout DIR into DIR/build-cpu/bin"
+	@echo "make build-cuda  the same with CUDA into DIR/build-cuda/bin (CUDA_ARCHS='80;90', default: the GPU present)"
 	@echo "make golden      regenerate the golden C++ renders under tests/golden/"
 
 setup: $(BIN)/qpatch
@@ -26,6 +32,16 @@ test: setup
 
 test-fast: setup
 	$(BIN)/pytest -q -m "not binary"
+
+build-cpu: setup
+	$(BIN)/qpatch build --cpu --dir "$(DIR)" --jobs $(JOBS) $(addprefix --target ,$(TARGETS))
+
+build-cuda: setup
+	$(BIN)/qpatch build --cuda --dir "$(DIR)" --jobs $(JOBS) $(addprefix --target ,$(TARGETS)) \
+		$(if $(CUDA_ARCHS),--cuda-archs "$(CUDA_ARCHS)")
+
+bench: setup
+	$(BIN)/python bench/bench_plan.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -71,6 +71,8 @@ def main():
     cli(prog_name="qpatch")
 
 
+from . import cli_build  # noqa: E402,F401  (registers `qpatch build`)
+
 if __name__ == "__main__":
     main()
 

@@ -1,0 +1,130 @@
+"""qpatch.build: toolchain checks with our own messages, progress parsing, incremental builds."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+import stock_binary
+
+from qpatch import build
+from qpatch.cli import cli
+from qpatch.errors import BuildError, CheckoutError, UsageError
+
+
+@pytest.fixture()
+def fake_tree(tmp_path):
+    """Just enough of a llama.cpp tree for the checks that run before CMake."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "CMakeLists.txt").write_text("")
+    (tmp_path / "src" / "llama-quant.cpp").write_text("")
+    return tmp_path
+
+
+@pytest.fixture()
+def no_cuda(monkeypatch, tmp_path):
+    """A machine without the CUDA toolkit or a GPU: nothing CUDA on PATH or in the usual homes."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("cmake", "ninja"):
+        for d in os.environ["PATH"].split(os.pathsep):
+            if os.path.isfile(os.path.join(d, tool)):
+                (bindir / tool).symlink_to(os.path.join(d, tool))
+                break
+    monkeypatch.setenv("PATH", str(bindir))
+    for var in ("CUDACXX", "CUDA_HOME", "CUDA_PATH", "CUDA_ROOT", "CUDA_ARCHS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(build, "CUDA_HOMES", (str(tmp_path / "no-cuda"),))
+
+
+def test_cuda_without_nvcc_is_our_error(fake_tree, no_cuda):
+    r = CliRunner().invoke(cli, ["build", "--cuda", "--dir", str(fake_tree)])
+    assert r.exit_code == BuildError.exit_code
+    assert "needs nvcc" in r.output and "CUDACXX" in r.output and "CMake" not in r.output
+    assert not (fake_tree / "build-cuda").exists()  # failed before configuring anything
+
+
+def test_cuda_archs_without_gpu_fall_back_to_documented_list(no_cuda):
+    assert build.detect_gpu_archs() == []
+    archs, why = build.resolve_cuda_archs(None)
+    assert archs == build.DEFAULT_CUDA_ARCHS == "75;80;86;89;90"
+    assert "no GPU" in why and "CUDA_ARCHS" in why
+
+
+@pytest.mark.parametrize("given,expected", [("90", "90"), ("80,86, 90", "80;86;90"), ("90a;100-real", "90a;100-real")])
+def test_cuda_archs_given(given, expected):
+    assert build.resolve_cuda_archs(given) == (expected, "from CUDA_ARCHS")
+
+
+def test_cuda_archs_malformed():
+    with pytest.raises(UsageError, match="bad CUDA architectures"):
+        build.resolve_cuda_archs("sm_90")
+
+
+def test_not_a_checkout(tmp_path):
+    r = CliRunner().invoke(cli, ["build", "--dir", str(tmp_path)])
+    assert r.exit_code == CheckoutError.exit_code
+    assert "not a llama.cpp source tree" in r.output
+
+
+def test_unknown_target(fake_tree):
+    r = CliRunner().invoke(cli, ["build", "--dir", str(fake_tree), "--target", "llama-server"])
+    assert r.exit_code == UsageError.exit_code
+    assert "unknown build target 'llama-server'" in r.output and "llama-imatrix" in r.output
+
+
+def test_paths(tmp_path):
+    assert build.binary(tmp_path, "cuda", "llama-imatrix") == tmp_path / "build-cuda" / "bin" / "llama-imatrix"
+    with pytest.raises(UsageError):
+        build.build_dir(tmp_path, "rocm")
+
+
+class Recorder(build.Progress):
+    def __init__(self):
+        self.steps = []
+
+    def step(self, done, total, text):
+        self.steps.append((done, total, text))
+
+
+def _sh(script):
+    return [sys.executable, "-c", f"import sys; {script}"]
+
+
+def test_progress_parses_ninja_and_make_lines(tmp_path):
+    rec = Recorder()
+    build._run(_sh("print('[1/3] Building C object a.o'); print('noise'); print('[3/3] Linking CXX executable "
+                   "bin/llama-quantize'); print('[ 50%] Built target ggml')"), tmp_path / "log", dict(os.environ),
+               rec, what="x")
+    assert rec.steps == [(1, 3, "Building C object a.o"), (3, 3, "Linking CXX executable bin/llama-quantize"),
+                         (50, 100, "Built target ggml")]
+    assert "noise" in (tmp_path / "log").read_text()
+
+
+def test_failure_shows_the_last_lines_and_the_log(tmp_path):
+    with pytest.raises(BuildError) as e:
+        build._run(_sh("print('[1/2] cc a.c'); print('a.c:1: error: boom'); sys.exit(3)"), tmp_path / "log",
+                   dict(os.environ), build.Progress(), what="build of llama-quantize")
+    assert "build of llama-quantize failed (exit 3)" in str(e.value) and "a.c:1: error: boom" in str(e.value)
+    assert str(tmp_path / "log") in e.value.hint
+
+
+def test_known_cmake_failure_is_named(tmp_path):
+    with pytest.raises(BuildError, match="no cuBLAS"):
+        build._run(_sh("print('Target \"ggml-cuda\" links to:'); print('  CUDA::cublas'); sys.exit(1)"),
+                   tmp_path / "log", dict(os.environ), build.Progress(), what="CMake configure")
+
+
+@pytest.mark.binary
+def test_build_is_incremental(stock_quantize):
+    """A second build of an unchanged tree configures nothing and compiles nothing."""
+    tree = stock_quantize.parents[2]
+    stamp = tree / "build-cpu" / "qpatch-configure.json"
+    with stock_binary.locked():
+        before = stamp.stat().st_mtime_ns
+        assert build.build(tree, "cpu") == stock_quantize.parent
+        assert stamp.stat().st_mtime_ns == before
+        assert "no work to do" in (tree / "build-cpu" / "qpatch-build.log").read_text()

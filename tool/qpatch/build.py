@@ -1,0 +1,286 @@
+"""Build llama.cpp tools from a checkout with CMake, for the CPU or for CUDA.
+
+One implementation behind `qpatch build` and `make build-cpu` / `make build-cuda`:
+static libraries, no curl, Release, only the targets asked for (llama.cpp's own advice for
+building the quantize tools), Ninja when present. Builds are incremental: CMake is
+configured once per build directory and re-configured only when our settings change, so
+switching policy recompiles one translation unit.
+
+Build directories are `<checkout>/build-cpu` and `<checkout>/build-cuda`, binaries under their
+`bin/` (CMAKE_RUNTIME_OUTPUT_DIRECTORY of llama.cpp); other tools rely on these paths.
+
+CUDA architectures: `cuda_archs` if given (or CUDA_ARCHS through the CLI), else those of the
+GPUs `nvidia-smi` reports, else DEFAULT_CUDA_ARCHS (Turing to Hopper; CUDA 13 dropped
+everything older than 7.5). No nvcc is an error of ours with a fix, not CMake's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+
+from .errors import BuildError, CheckoutError, UsageError
+
+BACKENDS = ("cpu", "cuda")
+DEFAULT_TARGETS = ("llama-quantize",)
+KNOWN_TARGETS = ("llama-quantize", "llama-imatrix", "llama-perplexity", "llama-cli")
+# Turing, Ampere (A100, RTX 30), Ada (RTX 40, L4), Hopper (H100/H200): what CUDA 12 and 13 both build.
+DEFAULT_CUDA_ARCHS = "75;80;86;89;90"
+
+# Where a toolkit lives when nvcc is not on PATH (CMake's FindCUDAToolkit looks here too).
+CUDA_HOMES = ("/usr/local/cuda",)
+
+# Everything but the tools: tests, examples and the server are never needed here.
+_COMMON_DEFS = {
+    "CMAKE_BUILD_TYPE": "Release",
+    "BUILD_SHARED_LIBS": "OFF",
+    "LLAMA_CURL": "OFF",
+    "LLAMA_BUILD_COMMON": "ON",
+    "LLAMA_BUILD_TOOLS": "ON",
+    "LLAMA_BUILD_TESTS": "OFF",
+    "LLAMA_BUILD_EXAMPLES": "OFF",
+    "LLAMA_BUILD_SERVER": "OFF",
+    "GGML_BUILD_TESTS": "OFF",
+    "GGML_BUILD_EXAMPLES": "OFF",
+}
+
+# CMake/nvcc failures we can name better than CMake does: (pattern in the log, message, hint).
+_KNOWN_FAILURES = (
+    (re.compile(r"CUDA::cublas|cublas_v2\.h"),
+     "the CUDA toolkit has no cuBLAS (cublas_v2.h, libcublas), which ggml-cuda needs",
+     "install the toolkit's math libraries (e.g. apt-get install cuda-libraries-dev-<version>, or the full toolkit)"),
+    (re.compile(r"Unsupported gpu architecture '(compute_\w+)'|nvcc fatal\s*: Unsupported gpu architecture"),
+     "this nvcc cannot build for one of the CUDA architectures asked for",
+     "choose architectures this CUDA release supports, e.g. CUDA_ARCHS=90 (CUDA 13 dropped everything below 75)"),
+    (re.compile(r"No CMAKE_CUDA_COMPILER could be found|Failed to find nvcc"),
+     "CMake could not use nvcc", "set CUDACXX=/path/to/nvcc"),
+)
+
+_ARCHS_RE = re.compile(r"^\d+[af]?(-real|-virtual)?(;\d+[af]?(-real|-virtual)?)*$")
+_NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\]\s*(.*)$")
+_MAKE_STEP = re.compile(r"^\[\s*(\d+)%\]\s*(.*)$")
+
+
+class Progress:
+    """Receives what a build does. The default is quiet; `TerminalProgress` draws one line."""
+
+    def note(self, message: str) -> None:
+        """A decision worth telling the user (e.g. the CUDA architectures chosen)."""
+
+    def step(self, done: int, total: int, text: str) -> None:
+        """One build step finished: `done` of `total` (total 100 for percent-style generators)."""
+
+    def finish(self) -> None:
+        """The build command ended."""
+
+
+class TerminalProgress(Progress):
+    """`[ 37/120]  31% Building CXX object ...` redrawn in place on a terminal, one line per 10% otherwise."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.last_decile = -1
+        self.drawn = False
+
+    def note(self, message: str) -> None:
+        self._clear()
+        print(message, file=self.stream, flush=True)
+
+    def step(self, done: int, total: int, text: str) -> None:
+        pct = 100 * done // max(total, 1)
+        line = f"[{done:>{len(str(total))}}/{total}] {pct:3d}% {text}"
+        if self.tty:
+            width = shutil.get_terminal_size((100, 20)).columns - 1
+            self.stream.write("\r" + line[:width].ljust(width))
+            self.stream.flush()
+            self.drawn = True
+        elif pct // 10 != self.last_decile or done == total:
+            self.last_decile = pct // 10
+            print(line, file=self.stream, flush=True)
+
+    def finish(self) -> None:
+        self._clear()
+
+    def _clear(self):
+        if self.drawn:
+            width = shutil.get_terminal_size((100, 20)).columns - 1
+            self.stream.write("\r" + " " * width + "\r")
+            self.stream.flush()
+            self.drawn = False
+
+
+def build_dir(checkout_dir: str | os.PathLike, backend: str) -> Path:
+    _check_backend(backend)
+    return Path(checkout_dir) / f"build-{backend}"
+
+
+def binary(checkout_dir: str | os.PathLike, backend: str, name: str) -> Path:
+    """Where `build` puts tool `name` (it may not exist yet)."""
+    return build_dir(checkout_dir, backend) / "bin" / name
+
+
+def build(checkout_dir: str | os.PathLike, backend: str = "cpu", targets=DEFAULT_TARGETS, jobs: int | None = None,
+          cuda_archs: str | None = None, progress: Progress | None = None) -> Path:
+    """Configure (when needed) and build `targets`; returns the bin directory holding them."""
+    checkout = Path(checkout_dir).resolve()
+    progress = progress or Progress()
+    targets = _check_targets(targets)
+    if not (checkout / "CMakeLists.txt").is_file() or not (checkout / "src" / "llama-quant.cpp").is_file():
+        raise CheckoutError(f"{checkout}: not a llama.cpp source tree (no CMakeLists.txt / src/llama-quant.cpp)",
+                            hint="create one with `qpatch fetch`, or pass --dir")
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        raise BuildError("cmake not found on PATH", hint="install CMake >= 3.14 (apt-get install cmake, or pip install cmake)")
+    bdir = build_dir(checkout, backend)
+    defs = dict(_COMMON_DEFS)
+    env = dict(os.environ)
+    if backend == "cuda":
+        nvcc = find_nvcc()
+        archs, why = resolve_cuda_archs(cuda_archs)
+        progress.note(f"CUDA architectures {archs} ({why}); nvcc {nvcc}")
+        defs.update({"GGML_CUDA": "ON", "CMAKE_CUDA_ARCHITECTURES": archs, "CMAKE_CUDA_COMPILER": str(nvcc)})
+    elif cuda_archs:
+        raise UsageError("CUDA architectures only apply to a CUDA build (--cuda)")
+    _configure(cmake, checkout, bdir, defs, env, progress)
+    args = [cmake, "--build", str(bdir), "--config", "Release", "--target", *targets,
+            "--parallel", str(jobs or os.cpu_count() or 1)]
+    _run(args, bdir / "qpatch-build.log", env, progress, what=f"build of {' '.join(targets)}")
+    bindir = bdir / "bin"
+    missing = [t for t in targets if not (bindir / t).is_file()]
+    if missing:
+        raise BuildError(f"the build succeeded but {', '.join(missing)} is not in {bindir}")
+    return bindir
+
+
+# ------------------------------------------------------------------------------ CUDA
+
+
+def find_nvcc() -> Path:
+    """The CUDA compiler CMake would use: $CUDACXX, PATH, $CUDA_HOME/$CUDA_PATH, /usr/local/cuda."""
+    candidates = [os.environ.get("CUDACXX"), shutil.which("nvcc")]
+    for var in ("CUDA_HOME", "CUDA_PATH", "CUDA_ROOT"):
+        if os.environ.get(var):
+            candidates.append(os.path.join(os.environ[var], "bin", "nvcc"))
+    candidates += [os.path.join(home, "bin", "nvcc") for home in CUDA_HOMES]
+    for c in candidates:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return Path(c)
+    raise BuildError("a CUDA build needs nvcc, the CUDA compiler, and none was found "
+                     "(looked at $CUDACXX, PATH, $CUDA_HOME/bin, /usr/local/cuda/bin)",
+                     hint="install the CUDA toolkit (https://developer.nvidia.com/cuda-downloads) and put its bin/ "
+                          "on PATH, or set CUDACXX=/path/to/nvcc; or build for the CPU with `make build-cpu`")
+
+
+def detect_gpu_archs() -> list[str]:
+    """Compute capabilities of the GPUs present, as CMake architectures ("9.0" -> "90"); [] without a GPU."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if out.returncode != 0:
+        return []
+    archs = {line.strip().replace(".", "") for line in out.stdout.splitlines() if re.fullmatch(r"\d+\.\d+", line.strip())}
+    return sorted(archs, key=int)
+
+
+def resolve_cuda_archs(explicit: str | None) -> tuple[str, str]:
+    """(architectures, why): explicit > GPUs present > DEFAULT_CUDA_ARCHS."""
+    if explicit:
+        archs = explicit.replace(",", ";").replace(" ", "")
+        if not _ARCHS_RE.match(archs):
+            raise UsageError(f"bad CUDA architectures '{explicit}'", hint="e.g. CUDA_ARCHS=90 or CUDA_ARCHS='80;86;90'")
+        return archs, "from CUDA_ARCHS"
+    found = detect_gpu_archs()
+    if found:
+        return ";".join(found), "the GPU(s) nvidia-smi reports"
+    return DEFAULT_CUDA_ARCHS, "no GPU found by nvidia-smi: the default list; set CUDA_ARCHS to choose"
+
+
+# ------------------------------------------------------------------------------ CMake
+
+
+def _configure(cmake: str, checkout: Path, bdir: Path, defs: dict, env: dict, progress: Progress):
+    """Configure once; again only when our definitions change (a stamp beside CMakeCache.txt)."""
+    stamp = bdir / "qpatch-configure.json"
+    cache = bdir / "CMakeCache.txt"
+    want = {"source": str(checkout), "defs": defs}
+    if cache.is_file() and stamp.is_file():
+        try:
+            if json.loads(stamp.read_text()) == want:
+                return
+        except ValueError:
+            pass
+    bdir.mkdir(parents=True, exist_ok=True)
+    args = [cmake, "-S", str(checkout), "-B", str(bdir)]
+    if not cache.is_file() and shutil.which("ninja"):
+        args += ["-G", "Ninja"]  # an existing build dir keeps its generator
+    args += [f"-D{k}={v}" for k, v in defs.items()]
+    progress.note(f"configuring {bdir}")
+    stamp.unlink(missing_ok=True)
+    _run(args, bdir / "qpatch-configure.log", env, progress, what="CMake configure")
+    stamp.write_text(json.dumps(want, indent=1, sort_keys=True) + "\n")
+
+
+def _run(args: list[str], log: Path, env: dict, progress: Progress, *, what: str):
+    """Run a CMake command, logging everything, reporting [n/N] steps, keeping the tail for errors."""
+    tail: deque[str] = deque(maxlen=40)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as lf:
+        lf.write("$ " + " ".join(args) + "\n")
+        lf.flush()
+        try:
+            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                    errors="replace", bufsize=1)
+        except OSError as e:
+            raise BuildError(f"{what}: cannot run {args[0]}: {e}") from None
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lf.write(line)
+            line = line.rstrip()
+            tail.append(line)
+            m = _NINJA_STEP.match(line)
+            if m:
+                progress.step(int(m.group(1)), int(m.group(2)), m.group(3))
+                continue
+            m = _MAKE_STEP.match(line)
+            if m:
+                progress.step(int(m.group(1)), 100, m.group(2))
+        rc = proc.wait()
+    progress.finish()
+    if rc != 0:
+        text = log.read_text(errors="replace")
+        for pattern, message, hint in _KNOWN_FAILURES:
+            if pattern.search(text):
+                raise BuildError(f"{what} failed: {message}", hint=f"{hint}; full log: {log}")
+        shown = "\n".join(tail)
+        raise BuildError(f"{what} failed (exit {rc}); last lines:\n{shown}", hint=f"full log: {log}")
+
+
+def _check_backend(backend: str):
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend '{backend}'", hint=f"choose one of: {', '.join(BACKENDS)}")
+
+
+def _check_targets(targets) -> list[str]:
+    if isinstance(targets, str):
+        targets = targets.replace(",", " ").split()
+    out = []
+    for t in targets:
+        if t not in KNOWN_TARGETS:
+            raise UsageError(f"unknown build target '{t}'", hint=f"choose from: {', '.join(KNOWN_TARGETS)}")
+        if t not in out:
+            out.append(t)
+    if not out:
+        raise UsageError("no build target given", hint=f"choose from: {', '.join(KNOWN_TARGETS)}")
+    return out
