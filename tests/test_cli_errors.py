@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 import zoo
 from qpatch.cli import cli
-from qpatch.errors import ModelError, UsageError
+from qpatch.errors import ModelError, PolicyError, UsageError
 from qpatch.synth import Spec, write_model, write_sparse_split
 
 SMALL = zoo.BY_NAME["llama-tied-7L"]
@@ -30,7 +30,7 @@ def test_unknown_ftype(model):
 
 def test_unknown_policy(model):
     r = plan(model, "--ftype", "Q4_K_M", "--policy", "no-such-policy")
-    assert r.exit_code == UsageError.exit_code
+    assert r.exit_code == PolicyError.exit_code
     assert "unknown policy 'no-such-policy'" in r.output and "stock" in r.output
 
 

@@ -14,7 +14,7 @@ class QpatchError(Exception):
 
 
 class UsageError(QpatchError):
-    """Bad argument value: unknown ftype, type, policy, malformed --tensor-type."""
+    """Bad argument value: unknown ftype, type or build target, malformed --tensor-type."""
 
     exit_code = 2
 
@@ -26,7 +26,7 @@ class ModelError(QpatchError):
 
 
 class PolicyError(QpatchError):
-    """A policy that cannot be loaded or is inconsistent; message names file:line."""
+    """An unknown policy, or one that cannot be loaded or is inconsistent; message names file:line."""
 
     exit_code = 4
 

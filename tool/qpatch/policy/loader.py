@@ -16,7 +16,7 @@ import traceback
 import types
 from pathlib import Path
 
-from ..errors import PolicyError, UsageError
+from ..errors import PolicyError
 from .model import Policy
 
 PACKAGE = "qpatch_policies"
@@ -71,7 +71,7 @@ def load(name: str) -> Policy:
     path = pdir / f"{modname}.py"
     if not path.exists() or modname.startswith("_"):
         known = ", ".join(available()) or "(none)"
-        raise UsageError(f"unknown policy '{name}'", hint=f"known policies: {known}")  # a bad argument, not a bad policy
+        raise PolicyError(f"unknown policy '{name}'", hint=f"known policies: {known}")
     _ensure_package(pdir)
     full = f"{PACKAGE}.{modname}"
     sys.modules.pop(full, None)
