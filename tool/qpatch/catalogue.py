@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
+from .gguf_constants import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
 from .errors import UsageError
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from gguf import GGMLQuantizationType as T
+from .gguf_constants import GGMLQuantizationType as T
 
 from . import catalogue
 from .catalogue import Ftype, block_size, is_quantized, tensor_bytes

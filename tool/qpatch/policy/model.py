@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Union
 
-from gguf import GGMLQuantizationType as T
+from ..gguf_constants import GGMLQuantizationType as T
 
 from ..errors import PolicyError
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gguf import GGMLQuantizationType as T
+from ..gguf_constants import GGMLQuantizationType as T
 
 from ..model_facts import ModelFacts, block_of
 
