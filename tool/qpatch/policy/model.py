@@ -15,8 +15,8 @@ every position predicate on it is false.
 
 from __future__ import annotations
 
-import inspect
 import os
+import sys
 from dataclasses import dataclass
 from typing import Union
 
@@ -320,8 +320,10 @@ class Policy:
 
 
 def _caller_source(depth: int = 2) -> str:
-    frame = inspect.stack()[depth]
-    path = frame.filename
+    # sys._getframe, not inspect.stack(): that reads source context for every frame on the
+    # stack, ~0.3 s for the ~100 rules of deepseek-v3, on every `qpatch plan`.
+    frame = sys._getframe(depth)
+    path = frame.f_code.co_filename
     root = os.environ.get("QPATCH_ROOT") or _repo_root()
     try:
         rel = os.path.relpath(path, root)
@@ -329,7 +331,7 @@ def _caller_source(depth: int = 2) -> str:
         rel = path
     if rel.startswith(".."):
         rel = os.path.basename(path)
-    return f"{rel}:{frame.lineno}"
+    return f"{rel}:{frame.f_lineno}"
 
 
 def _repo_root() -> str:
