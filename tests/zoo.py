@@ -3,7 +3,8 @@
 Thin (2 rows, 2 stored experts, real row lengths), so llama-quantize runs on each in
 milliseconds apart from its grid set-up for IQ1/IQ2 types. Block counts vary so that the
 `n/8`, `n/16`, `7n/8` and use_more_bits edges fall differently:
-n: n/16 n/8 7n/8 -> 7: 0 0 6 | 10: 0 1 8 | 12: 0 1 10 | 13: 0 1 11 | 16: 1 2 14 | 24: 1 3 21 | 61: 3 7 53.
+n: n/16 n/8 7n/8 -> 7: 0 0 6 | 10: 0 1 8 | 12: 0 1 10 | 13: 0 1 11 | 16: 1 2 14 | 24: 1 3 21 | 61: 3 7 53
+| 80: 5 10 70.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ ZOO: tuple[Spec, ...] = (
          leading_dense=1, shared_experts=2, attention="kvb", n_ff=1024),
     # DeepSeek-V3's real row lengths at 61 blocks: attn_k_b rows of 128 fall back from K-quants
     deepseek_v3(name="deepseek-v3-thin-61L"),
+    # llama at 80 blocks with GQA is LLM_TYPE_70B: attn_v Q3_K/Q4_K become Q5_K; n/8 = 10, n/16 = 5
+    Spec("llama-70b-gqa8-80L", "llama", 80, n_head=8, n_head_kv=1),
     # tied embeddings: token_embd takes output.weight's rules; n_gqa 1; n/8 == 0
     Spec("llama-tied-7L", "llama", 7, n_head=8, n_head_kv=8, tied=True),
     # rows of 288 and 608: multiples of 32, not 256 -> every K/IQ choice falls back, output -> Q8_0
