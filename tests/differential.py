@@ -44,14 +44,15 @@ def plan_kwargs(args: list[str]) -> dict:
 
 
 def check(binary: Path, model: Path, ftype: str, out_dir: Path, *, imatrix: Path | None = None,
-          args: list[str] = (), label: str = ""):
+          args: list[str] = (), label: str = "", policy="stock"):
     """Assert that llama-quantize and the plan agree: success vs failure, and every tensor's type.
 
+    `policy` (a name or a Policy) is what `binary` was built with: "stock" for an unpatched one.
     Returns the plan, so callers can also check that a case means what it was written for."""
     args = list(args)
     label = label or f"{model.stem} {ftype} imatrix={imatrix.name if imatrix else 'none'}" + (
-        f" {' '.join(args)}" if args else "")
-    plan = api.make_plan(model, ftype, policy="stock", imatrix=imatrix, **plan_kwargs(args))
+        f" {' '.join(args)}" if args else "") + ("" if policy == "stock" else f" policy={getattr(policy, 'name', policy)}")
+    plan = api.make_plan(model, ftype, policy=policy, imatrix=imatrix, **plan_kwargs(args))
     result = quantize(binary, model, ftype, out_dir, imatrix=imatrix, args=args)
     if plan.errors:
         assert result["returncode"] != 0, (f"{label}: plan predicts failure ({plan.errors[0]}), "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 
 import pytest
 from click.testing import CliRunner
@@ -13,6 +14,7 @@ import stock_binary
 from qpatch import build
 from qpatch.cli import cli
 from qpatch.errors import BuildError, CheckoutError, UsageError
+from qpatch.progress import Progress
 
 
 @pytest.fixture()
@@ -82,32 +84,32 @@ def test_paths(tmp_path):
         build.build_dir(tmp_path, "rocm")
 
 
-class Recorder(build.Progress):
+class Recorder(Progress):
     def __init__(self):
         self.steps = []
 
-    def step(self, done, total, text):
-        self.steps.append((done, total, text))
+    @contextmanager
+    def bar(self, label, total):
+        yield lambda done: self.steps.append((label, done, total))
 
 
 def _sh(script):
     return [sys.executable, "-c", f"import sys; {script}"]
 
 
-def test_progress_parses_ninja_and_make_lines(tmp_path):
+def test_progress_bar_follows_ninja_and_make_lines(tmp_path):
     rec = Recorder()
     build._run(_sh("print('[1/3] Building C object a.o'); print('noise'); print('[3/3] Linking CXX executable "
                    "bin/llama-quantize'); print('[ 50%] Built target ggml')"), tmp_path / "log", dict(os.environ),
                rec, what="x")
-    assert rec.steps == [(1, 3, "Building C object a.o"), (3, 3, "Linking CXX executable bin/llama-quantize"),
-                         (50, 100, "Built target ggml")]
+    assert rec.steps == [("x", 1, 3), ("x", 3, 3), ("x", 50, 100)]
     assert "noise" in (tmp_path / "log").read_text()
 
 
 def test_failure_shows_the_last_lines_and_the_log(tmp_path):
     with pytest.raises(BuildError) as e:
         build._run(_sh("print('[1/2] cc a.c'); print('a.c:1: error: boom'); sys.exit(3)"), tmp_path / "log",
-                   dict(os.environ), build.Progress(), what="build of llama-quantize")
+                   dict(os.environ), Progress(), what="build of llama-quantize")
     assert "build of llama-quantize failed (exit 3)" in str(e.value) and "a.c:1: error: boom" in str(e.value)
     assert str(tmp_path / "log") in e.value.hint
 
@@ -115,7 +117,7 @@ def test_failure_shows_the_last_lines_and_the_log(tmp_path):
 def test_known_cmake_failure_is_named(tmp_path):
     with pytest.raises(BuildError, match="no cuBLAS"):
         build._run(_sh("print('Target \"ggml-cuda\" links to:'); print('  CUDA::cublas'); sys.exit(1)"),
-                   tmp_path / "log", dict(os.environ), build.Progress(), what="CMake configure")
+                   tmp_path / "log", dict(os.environ), Progress(), what="CMake configure")
 
 
 @pytest.mark.binary

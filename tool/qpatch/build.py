@@ -21,11 +21,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections import deque
+from contextlib import ExitStack
 from pathlib import Path
 
 from .errors import BuildError, CheckoutError, UsageError
+from .progress import SILENT, Progress
 
 BACKENDS = ("cpu", "cuda")
 DEFAULT_TARGETS = ("llama-quantize",)
@@ -63,57 +64,8 @@ _KNOWN_FAILURES = (
 )
 
 _ARCHS_RE = re.compile(r"^\d+[af]?(-real|-virtual)?(;\d+[af]?(-real|-virtual)?)*$")
-_NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\]\s*(.*)$")
-_MAKE_STEP = re.compile(r"^\[\s*(\d+)%\]\s*(.*)$")
-
-
-class Progress:
-    """Receives what a build does. The default is quiet; `TerminalProgress` draws one line."""
-
-    def note(self, message: str) -> None:
-        """A decision worth telling the user (e.g. the CUDA architectures chosen)."""
-
-    def step(self, done: int, total: int, text: str) -> None:
-        """One build step finished: `done` of `total` (total 100 for percent-style generators)."""
-
-    def finish(self) -> None:
-        """The build command ended."""
-
-
-class TerminalProgress(Progress):
-    """`[ 37/120]  31% Building CXX object ...` redrawn in place on a terminal, one line per 10% otherwise."""
-
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.last_decile = -1
-        self.drawn = False
-
-    def note(self, message: str) -> None:
-        self._clear()
-        print(message, file=self.stream, flush=True)
-
-    def step(self, done: int, total: int, text: str) -> None:
-        pct = 100 * done // max(total, 1)
-        line = f"[{done:>{len(str(total))}}/{total}] {pct:3d}% {text}"
-        if self.tty:
-            width = shutil.get_terminal_size((100, 20)).columns - 1
-            self.stream.write("\r" + line[:width].ljust(width))
-            self.stream.flush()
-            self.drawn = True
-        elif pct // 10 != self.last_decile or done == total:
-            self.last_decile = pct // 10
-            print(line, file=self.stream, flush=True)
-
-    def finish(self) -> None:
-        self._clear()
-
-    def _clear(self):
-        if self.drawn:
-            width = shutil.get_terminal_size((100, 20)).columns - 1
-            self.stream.write("\r" + " " * width + "\r")
-            self.stream.flush()
-            self.drawn = False
+_NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\] ")
+_MAKE_STEP = re.compile(r"^\[\s*(\d+)%\] ")
 
 
 def build_dir(checkout_dir: str | os.PathLike, backend: str) -> Path:
@@ -130,7 +82,7 @@ def build(checkout_dir: str | os.PathLike, backend: str = "cpu", targets=DEFAULT
           cuda_archs: str | None = None, progress: Progress | None = None) -> Path:
     """Configure (when needed) and build `targets`; returns the bin directory holding them."""
     checkout = Path(checkout_dir).resolve()
-    progress = progress or Progress()
+    progress = progress or SILENT
     targets = _check_targets(targets)
     if not (checkout / "CMakeLists.txt").is_file() or not (checkout / "src" / "llama-quant.cpp").is_file():
         raise CheckoutError(f"{checkout}: not a llama.cpp source tree (no CMakeLists.txt / src/llama-quant.cpp)",
@@ -233,10 +185,10 @@ def _configure(cmake: str, checkout: Path, bdir: Path, defs: dict, env: dict, pr
 
 
 def _run(args: list[str], log: Path, env: dict, progress: Progress, *, what: str):
-    """Run a CMake command, logging everything, reporting [n/N] steps, keeping the tail for errors."""
+    """Run a CMake command, logging everything, its [n/N] steps as a progress bar, the tail kept for errors."""
     tail: deque[str] = deque(maxlen=40)
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as lf:
+    with open(log, "w") as lf, ExitStack() as bar:
         lf.write("$ " + " ".join(args) + "\n")
         lf.flush()
         try:
@@ -245,19 +197,20 @@ def _run(args: list[str], log: Path, env: dict, progress: Progress, *, what: str
         except OSError as e:
             raise BuildError(f"{what}: cannot run {args[0]}: {e}") from None
         assert proc.stdout is not None
+        update, total = None, None
         for line in proc.stdout:
             lf.write(line)
             line = line.rstrip()
             tail.append(line)
-            m = _NINJA_STEP.match(line)
-            if m:
-                progress.step(int(m.group(1)), int(m.group(2)), m.group(3))
+            m = _NINJA_STEP.match(line) or _MAKE_STEP.match(line)
+            if not m:
                 continue
-            m = _MAKE_STEP.match(line)
-            if m:
-                progress.step(int(m.group(1)), 100, m.group(2))
+            done, steps = (int(m.group(1)), int(m.group(2))) if m.re is _NINJA_STEP else (int(m.group(1)), 100)
+            if steps != total:  # a new ninja run (CMake re-ran itself) counts its own steps
+                bar.close()
+                update, total = bar.enter_context(progress.bar(what, steps)), steps
+            update(done)
         rc = proc.wait()
-    progress.finish()
     if rc != 0:
         text = log.read_text(errors="replace")
         for pattern, message, hint in _KNOWN_FAILURES:

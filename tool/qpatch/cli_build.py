@@ -21,10 +21,11 @@ from .cli import cli
 def build_cmd(backend, checkout_dir, targets, jobs, cuda_archs, quiet):
     """Configure (once) and build llama.cpp's tools; prints the path of each binary."""
     from . import build
+    from .cli_checkout import ClickProgress
 
     wanted = [t for spec in targets for t in spec.replace(",", " ").split()] or list(build.DEFAULT_TARGETS)
     bindir = build.build(checkout_dir, backend, wanted, jobs=jobs,
                          cuda_archs=cuda_archs if backend == "cuda" else None,
-                         progress=None if quiet else build.TerminalProgress())
+                         progress=None if quiet else ClickProgress())
     for t in dict.fromkeys(wanted):
         click.echo(bindir / t)
