@@ -8,10 +8,9 @@ later runs find it built. pytest-xdist workers share it through a file lock.
 
 from __future__ import annotations
 
-import fcntl
-from contextlib import contextmanager
 from pathlib import Path
 
+from cachelock import file_lock
 from qpatch import build
 from qpatch.cache import cache_root
 from qpatch.checkout import Checkout
@@ -24,17 +23,9 @@ def pin_dir() -> Path:
     return cache_root() / "test" / f"stock-{PIN}"
 
 
-@contextmanager
 def locked():
     """Hold the pin's cache lock (xdist workers fetch and build one at a time)."""
-    path = pin_dir() / "lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return file_lock(pin_dir() / "lock")
 
 
 def stock_quantize() -> Path:

@@ -15,16 +15,16 @@ build-cpu. Each IQ1/IQ2 llama-quantize run spends ~10 s building its grids, so t
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from gguf import GGUFReader
+
+from cachelock import file_lock
 
 from qpatch import export as ex_mod
 from qpatch import quantize, render
@@ -52,17 +52,6 @@ CASES = (
     ("n-expert-fix", "qwen3moe-128", "Q4_K_M", "full"),
     ("ffn-down-bump", "dsv3-mla", "IQ1_M", "full"),
 )
-
-
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _tree(var: str) -> Path:
@@ -93,7 +82,7 @@ def _build(tree: Path) -> Path:
 @pytest.fixture(scope="session")
 def stock_binary() -> Path:
     tree = _tree("QPATCH_TEST_STOCK_TREE")
-    with _locked(CACHE / "stock.lock"):
+    with file_lock(CACHE / "stock.lock"):
         return _build(tree)
 
 
@@ -111,7 +100,7 @@ def patched_binary():
         nonlocal touched
         text = render.render(loader.load(policy))
         out = CACHE / f"{policy}-{hashlib.sha256(text.encode()).hexdigest()[:16]}" / "llama-quantize"
-        with _locked(CACHE / "patched.lock"):
+        with file_lock(CACHE / "patched.lock"):
             if not out.is_file():
                 touched |= render.write_if_changed(header, text)
                 built = _build(tree)
@@ -121,7 +110,7 @@ def patched_binary():
 
     yield get
     if touched and original is not None:
-        with _locked(CACHE / "patched.lock"):
+        with file_lock(CACHE / "patched.lock"):
             if render.write_if_changed(header, original):
                 _build(tree)
 
