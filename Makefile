@@ -37,8 +37,7 @@ build-cpu: setup
 	$(BIN)/qpatch build --cpu --dir "$(DIR)" --jobs $(JOBS) $(addprefix --target ,$(TARGETS))
 
 build-cuda: setup
-	$(BIN)/qpatch build --cuda --dir "$(DIR)" --jobs $(JOBS) $(addprefix --target ,$(TARGETS)) \
-		$(if $(CUDA_ARCHS),--cuda-archs "$(CUDA_ARCHS)")
+	$(BIN)/qpatch build --cuda --dir "$(DIR)" --jobs $(JOBS) $(addprefix --target ,$(TARGETS))$(if $(CUDA_ARCHS), --cuda-archs "$(CUDA_ARCHS)")
 
 bench: setup
 	$(BIN)/python bench/bench_plan.py
