@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import api, render
+from . import api, build, render
 from .errors import BuildError, CheckoutError, QuantizeError
 from .policy import loader
 from .verify import VerifyResult, verify
@@ -100,7 +100,7 @@ def quantize(checkout: Path, model, out, ftype: str, *, policy: str | None = Non
              tensor_types=(), output_tensor_type=None, token_embedding_type=None, pure=False,
              leave_output_tensor=False, threads=None, backend: str = "cpu", progress=True) -> tuple[VerifyResult, float]:
     checkout = Path(checkout)
-    binary = checkout / f"build-{backend}" / "bin" / "llama-quantize"
+    binary = build.binary(checkout, backend, "llama-quantize")
     a = preflight(checkout, policy, binary)
     p = api.make_plan(model, ftype, policy=a.policy, imatrix=imatrix, tensor_types=tensor_types,
                       output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
