@@ -1,4 +1,4 @@
-"""Shared fixtures: checkouts (checkout_fixtures), the synthetic zoo and the stock binary."""
+"""Shared fixtures: checkouts (checkout_fixtures), the synthetic zoo, the stock and the patched binary."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 
 import stock_binary
 import zoo
+from policy_build import PatchedBuild
 from checkout_fixtures import base_checkout, checkout, upstream  # noqa: F401  (test_checkout*, test_series*)
 
 
@@ -19,3 +20,11 @@ def zoo_files(tmp_path_factory):
 def stock_quantize():
     """Stock llama-quantize of the pin, built from source once (cached in ~/.cache/qpatch/test)."""
     return stock_binary.stock_quantize()
+
+
+@pytest.fixture(scope="session")
+def patched_build():
+    """One checkout of the pin with qpatch's hook, switched between policies (tests/policy_build.py)."""
+    pb = PatchedBuild()
+    pb.ensure()
+    return pb

@@ -9,10 +9,9 @@ pin; tests that use it share one xdist group, so one worker owns it at a time.
 
 from __future__ import annotations
 
-import fcntl
-from contextlib import contextmanager
 from pathlib import Path
 
+from cachelock import file_lock
 from qpatch import build, render
 from qpatch.cache import cache_root
 from qpatch.checkout import Checkout
@@ -21,17 +20,6 @@ from qpatch.policy import loader
 from qpatch.policy.model import Policy
 
 PIN = "4227c9be"
-
-
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class PatchedBuild:
@@ -43,7 +31,7 @@ class PatchedBuild:
         self.current: str | None = None
 
     def ensure(self):
-        with _locked(self.lock):
+        with file_lock(self.lock):
             co = Checkout(self.path)
             if not (self.path / ".git").exists():
                 co.fetch(self.pin, source="sdist")
@@ -53,7 +41,7 @@ class PatchedBuild:
         """Apply `policy` (a name or a Policy object), rebuild, and return llama-quantize's path."""
         pol = loader.load(policy) if isinstance(policy, str) else policy
         text = render.render(pol, self.pin.name)
-        with _locked(self.lock):
+        with file_lock(self.lock):
             co = Checkout(self.path)
             try:
                 co.apply(self.pin, {render.GENERATED_PATH: text}, f"qpatch/{pol.name}",
