@@ -55,3 +55,15 @@ golden: setup
 # Regenerate docs/policies/*.md (rules and before/after plans on a DeepSeek-V3-shaped model).
 docs: setup
 	$(BIN)/python scripts/policy_docs.py docs/policies
+
+# The main job on a fresh machine, offline: fetch the pin (sdist), apply deepseek-v3, build
+# llama-quantize for CPU, write a DeepSeek-V3-shaped model + imatrix, plan, quantize, verify.
+DEMO := out/demo
+demo: setup
+	$(BIN)/qpatch fetch
+	$(BIN)/qpatch apply deepseek-v3
+	$(BIN)/qpatch build --cpu
+	$(BIN)/qpatch synth deepseek-v3 $(DEMO)/deepseek-v3-thin.gguf --imatrix $(DEMO)/deepseek-v3-thin.imatrix.gguf
+	$(BIN)/qpatch plan $(DEMO)/deepseek-v3-thin.gguf --ftype IQ1_M --imatrix $(DEMO)/deepseek-v3-thin.imatrix.gguf --policy deepseek-v3
+	$(BIN)/qpatch quantize $(DEMO)/deepseek-v3-thin.gguf $(DEMO)/deepseek-v3-thin-IQ1_M.gguf --ftype IQ1_M --imatrix $(DEMO)/deepseek-v3-thin.imatrix.gguf --policy deepseek-v3
+	$(BIN)/qpatch diff --stat

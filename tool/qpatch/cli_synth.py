@@ -1,0 +1,43 @@
+"""synth: write a thin synthetic GGUF model (and imatrix) of a known shape, to try policies on."""
+
+from __future__ import annotations
+
+import click
+
+from .cli import cli
+
+PRESETS = ("deepseek-v3", "deepseek-v3-mini", "qwen3-moe", "llama-gqa")
+
+
+def _spec(preset: str):
+    from .synth import Spec, deepseek_v3
+
+    if preset == "deepseek-v3":  # real hyper-parameters and row lengths, 2 rows per matrix
+        return deepseek_v3(name="deepseek-v3-thin")
+    if preset == "deepseek-v3-mini":  # DeepSeek-V3's rows, 12 blocks, 32 experts: quantizes in seconds
+        return deepseek_v3(name="deepseek-v3-mini", n_layer=12, leading_dense=1, n_expert=32)
+    if preset == "qwen3-moe":
+        return Spec("qwen3-moe-thin", "qwen3moe", 48, n_embd=2048, n_ff=6144, n_head=32, n_head_kv=4, head_dim=128,
+                    n_expert=128, n_expert_used=8, n_ff_exp=768)
+    return Spec("llama-gqa-thin", "llama", 32, n_embd=4096, n_ff=14336, n_head=32, n_head_kv=8)
+
+
+@cli.command("synth")
+@click.argument("preset", type=click.Choice(PRESETS))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--imatrix", type=click.Path(dir_okay=False), help="also write a synthetic GGUF imatrix here")
+def synth_cmd(preset, out, imatrix):
+    """Write a thin GGUF model shaped like PRESET (real hyper-parameters and row lengths, 2 rows per
+    matrix, 2 stored experts): real input for plan, quantize and verify, in megabytes."""
+    from pathlib import Path
+
+    from .synth import write_imatrix, write_model
+
+    spec = _spec(preset)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_model(spec, out)
+    click.echo(f"wrote {out}: {spec.arch}, {spec.n_layer} blocks, {spec.n_expert} experts, "
+               f"{len(spec.tensors())} tensors, {Path(out).stat().st_size / 2**20:.1f} MiB")
+    if imatrix:
+        write_imatrix(spec, imatrix)
+        click.echo(f"wrote {imatrix}")
