@@ -41,6 +41,7 @@ build-cuda: setup
 
 bench: setup
 	$(BIN)/python bench/bench_plan.py
+	$(BIN)/python bench/bench_build.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
