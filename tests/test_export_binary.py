@@ -2,32 +2,20 @@
 every tensor at the type the patched llama-quantize (policy applied) writes, except exactly the
 tensors export reports as inexpressible.
 
-The binaries. Until shared, cached build fixtures are on main, this module builds its own from
-two llama.cpp trees of the pin named by environment variables, and skips when they are unset:
-  QPATCH_TEST_STOCK_TREE    the pristine tree (its build-cpu llama-quantize is built if needed)
-  QPATCH_TEST_PATCHED_TREE  the same with patches/<pin> applied; for each policy the generated
-                            header is written and llama-quantize rebuilt (one translation unit),
-                            the binary kept in the cache under the header's hash; the tree's own
-                            header is put back (and rebuilt) at the end of the session.
-Builds go through `qpatch.build` where that module exists, else `cmake --build` of a configured
-build-cpu. Each IQ1/IQ2 llama-quantize run spends ~10 s building its grids, so the cases are few.
+The binaries are the session's shared builds (tests/conftest.py): the stock llama-quantize of the
+pin, and the patched checkout switched to each policy (one translation unit rebuilt per switch).
+Each IQ1/IQ2 llama-quantize run spends ~10 s building its grids, so the cases are few.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from gguf import GGUFReader
 
-from cachelock import file_lock
-
 from qpatch import export as ex_mod
-from qpatch import quantize, render
+from qpatch import quantize
 from qpatch.catalogue import parse_ftype
 from qpatch.evaluate import Options, plan
 from qpatch.imatrix import read_imatrix
@@ -36,9 +24,8 @@ from qpatch.policy import loader
 from qpatch.synth import write_imatrix, write_model
 from test_export import ZOO
 
-pytestmark = pytest.mark.binary
+pytestmark = [pytest.mark.binary, pytest.mark.xdist_group("patched")]
 
-CACHE = Path(os.environ.get("QPATCH_CACHE", Path.home() / ".cache" / "qpatch")) / "test" / "export"
 SPECS = {s.name: s for s in ZOO}
 SKIP_ENTRIES = ("blk.5.ffn_down_exps.weight", "blk.9.ffn_gate_exps.weight")
 
@@ -54,65 +41,15 @@ CASES = (
 )
 
 
-def _tree(var: str) -> Path:
-    value = os.environ.get(var)
-    if not value:
-        pytest.skip(f"set {var} to a llama.cpp tree of the pin (no shared build fixtures on this branch yet)")
-    tree = Path(value)
-    if not (tree / "src" / "llama-quant.cpp").is_file():
-        pytest.fail(f"{var}={tree}: not a llama.cpp tree")
-    return tree
-
-
-def _build(tree: Path) -> Path:
-    try:
-        from qpatch import build
-    except ImportError:
-        build = None
-    if build is not None:
-        return Path(build.build(tree, "cpu", ["llama-quantize"], progress=None)) / "llama-quantize"
-    bdir = tree / "build-cpu"
-    if not (bdir / "CMakeCache.txt").is_file():
-        pytest.skip(f"{tree}: no configured build-cpu, and qpatch.build is not on this branch")
-    subprocess.run(["cmake", "--build", str(bdir), "--target", "llama-quantize", "--parallel", "2"], check=True,
-                   capture_output=True)
-    return bdir / "bin" / "llama-quantize"
+@pytest.fixture(scope="session")
+def stock_binary(stock_quantize) -> Path:
+    return stock_quantize
 
 
 @pytest.fixture(scope="session")
-def stock_binary() -> Path:
-    tree = _tree("QPATCH_TEST_STOCK_TREE")
-    with file_lock(CACHE / "stock.lock"):
-        return _build(tree)
-
-
-@pytest.fixture(scope="session")
-def patched_binary():
-    """policy name -> a patched llama-quantize with that policy compiled in (cached by header hash)."""
-    tree = _tree("QPATCH_TEST_PATCHED_TREE")
-    if "llama-quant-qpatch.h" not in (tree / "src" / "llama-quant.cpp").read_text():
-        pytest.fail(f"{tree}: the qpatch hook patch is not applied")
-    header = tree / render.GENERATED_PATH
-    original = header.read_text() if header.exists() else None
-    touched = False
-
-    def get(policy: str) -> Path:
-        nonlocal touched
-        text = render.render(loader.load(policy))
-        out = CACHE / f"{policy}-{hashlib.sha256(text.encode()).hexdigest()[:16]}" / "llama-quantize"
-        with file_lock(CACHE / "patched.lock"):
-            if not out.is_file():
-                touched |= render.write_if_changed(header, text)
-                built = _build(tree)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(built, out)
-        return out
-
-    yield get
-    if touched and original is not None:
-        with file_lock(CACHE / "patched.lock"):
-            if render.write_if_changed(header, original):
-                _build(tree)
+def patched_binary(patched_build):
+    """policy name -> the shared patched build's llama-quantize, switched to that policy."""
+    return patched_build.switch
 
 
 @pytest.fixture(scope="session")
