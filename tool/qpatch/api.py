@@ -11,11 +11,18 @@ from .policy import loader
 from .policy.model import Policy
 
 DEFAULT_PIN = "4227c9be"
+PREDICTED_PINS = ("4227c9be", "b6700")  # the stock model (stock/b6700.py) covers this family only
 
 
 def make_plan(model_path, ftype: str, *, policy: "str | Policy" = "stock", imatrix=None, output_tensor_type=None,
               token_embedding_type=None, tensor_types=(), pure=False, leave_output_tensor=False,
               pin: str = DEFAULT_PIN) -> Plan:
+    if pin not in PREDICTED_PINS:
+        from .errors import UsageError
+
+        raise UsageError(f"no prediction model for pin '{pin}'",
+                         hint=f"type choice is modelled for {', '.join(PREDICTED_PINS)}; 49bfddeca's hook and "
+                              f"rendering work (qpatch apply/build), its predictions do not exist yet")
     ft = parse_ftype(ftype)
     pol = policy if isinstance(policy, Policy) else loader.load(policy)
     model = read_model(model_path)

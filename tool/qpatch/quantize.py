@@ -81,14 +81,20 @@ def run(binary: Path, model, out, ftype: str, *, imatrix=None, extra_args=(), th
     with open(log, "w") as lf:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         assert proc.stdout is not None
+        tty, shown = sys.stderr.isatty(), -1
         for line in proc.stdout:
             lf.write(line)
             m = _PROGRESS.match(line)
             if m and progress:
-                sys.stderr.write(_bar(int(m.group(1)), int(m.group(2)), m.group(3)))
+                done, total = int(m.group(1)), int(m.group(2))
+                if tty:
+                    sys.stderr.write(_bar(done, total, m.group(3)))
+                elif 10 * done // total > shown:  # a log gets a line per tenth, not per tensor
+                    shown = 10 * done // total
+                    sys.stderr.write(f"quantizing: {done}/{total} tensors ({m.group(3)})\n")
                 sys.stderr.flush()
         rc = proc.wait()
-    if progress:
+    if progress and tty:
         sys.stderr.write("\n")
     if rc != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-8:])
