@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import threading
 import traceback
 import types
 from pathlib import Path
@@ -65,7 +66,17 @@ def _rel(path: str) -> str:
         return path
 
 
+# Loading re-imports the policy module through sys.modules: one thread at a time (the proofs
+# run llama-quantize from a thread pool, and each case loads its policy).
+_LOCK = threading.RLock()
+
+
 def load(name: str) -> Policy:
+    with _LOCK:
+        return _load(name)
+
+
+def _load(name: str) -> Policy:
     pdir = policies_dir()
     modname = name.replace("-", "_")
     path = pdir / f"{modname}.py"
