@@ -7,12 +7,14 @@ choices (../shared/reference/golden/cc-moe.json). One build, switched policy by 
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import differential
 from paths import GOLDEN
+from qpatch import api
 from qpatch.catalogue import FTYPES, NEEDS_IMATRIX
 
 POLICIES = ["stock", "n-expert-fix", "ffn-down-bump", "deepseek-v3"]
@@ -20,14 +22,29 @@ QUANTIZING = [f.name for f in FTYPES if f.quantizes]
 SLOW = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M")  # grid set-up per process: schedule first
 
 
-def _cases(zoo_files):
+FULL = os.environ.get("QPATCH_FULL_PROOF") == "1"
+# Always run in full: one model each policy targets and changes, one it leaves alone (dense llama).
+ALWAYS = ("deepseek2-mla-10L", "llama-gqa4-16L")
+
+
+def _cases(zoo_files, policy="stock"):
+    """Every zoo model x ftype x imatrix on/off for `stock` (the hook must be transparent). For the
+    other policies (QPATCH_FULL_PROOF=1 aside): every case in which the policy's prediction differs
+    from stock's, and every case of the ALWAYS models. The cases left out are ones where the policy
+    predicts stock's choices, which the stock run proves the hook delivers."""
     cases = []
     for model, (path, imatrix) in sorted(zoo_files.items()):
         for ft in QUANTIZING:
-            cases.append((model, path, ft, imatrix))
-            if ft not in NEEDS_IMATRIX:
-                cases.append((model, path, ft, None))
+            for im in (imatrix, None) if ft not in NEEDS_IMATRIX else (imatrix,):
+                if policy == "stock" or FULL or model in ALWAYS or _changes(policy, path, ft, im):
+                    cases.append((model, path, ft, im))
     return sorted(cases, key=lambda c: (c[2] not in SLOW, c[0], c[2], c[3] is None))
+
+
+def _changes(policy, path, ft, imatrix) -> bool:
+    a = api.make_plan(path, ft, policy=policy, imatrix=imatrix)
+    b = api.make_plan(path, ft, policy="stock", imatrix=imatrix)
+    return a.types() != b.types() or a.errors != b.errors
 
 
 def _run_all(binary, policy, cases, tmp_path, threads=2):
@@ -51,7 +68,8 @@ def _run_all(binary, policy, cases, tmp_path, threads=2):
 @pytest.mark.parametrize("policy", POLICIES)
 def test_compiled_policy_equals_prediction(policy, patched_build, zoo_files, tmp_path):
     binary = patched_build.switch(policy)
-    cases = _cases(zoo_files)
+    cases = _cases(zoo_files, policy)
+    print(f"{policy}: {len(cases)} cases")
     failures = _run_all(binary, policy, cases, tmp_path)
     assert not failures, f"{len(failures)} of {len(cases)} cases differ:\n" + "\n".join(failures[:10])
 
