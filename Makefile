@@ -68,3 +68,8 @@ demo: setup
 	$(BIN)/qpatch plan $(DEMO)/deepseek-v3-thin.gguf --ftype IQ1_M --imatrix $(DEMO)/deepseek-v3-thin.imatrix.gguf --policy deepseek-v3
 	$(BIN)/qpatch quantize $(DEMO)/deepseek-v3-thin.gguf $(DEMO)/deepseek-v3-thin-IQ1_M.gguf --ftype IQ1_M --imatrix $(DEMO)/deepseek-v3-thin.imatrix.gguf --policy deepseek-v3
 	$(BIN)/qpatch diff --stat
+
+# More property-test examples than CI runs (random rule sets compiled into llama-quantize).
+FUZZ_EXAMPLES ?= 50
+fuzz: setup
+	QPATCH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) QPATCH_FUZZ_RANDOM=1 $(BIN)/pytest -q -p no:xdist tests/test_fuzz_policies.py
