@@ -72,4 +72,4 @@ demo: setup
 # More property-test examples than CI runs (random rule sets compiled into llama-quantize).
 FUZZ_EXAMPLES ?= 50
 fuzz: setup
-	QPATCH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) QPATCH_FUZZ_RANDOM=1 $(BIN)/pytest -q -p no:xdist tests/test_fuzz_policies.py
+	QPATCH_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) QPATCH_FUZZ_RANDOM=1 $(BIN)/pytest -q -n 0 tests/test_fuzz_policies.py
