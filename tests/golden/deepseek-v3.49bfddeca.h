@@ -192,6 +192,7 @@ struct pos {
 // The policy: sees stock's choice, returns the type to use (before the shape fallback).
 static ggml_type choose(const state & st, ggml_type stock, const ggml_tensor * tensor, llama_ftype ftype,
                         const llama_model & model, bool has_imatrix) {
+    (void) st; (void) ftype; (void) has_imatrix;  // a policy need not read every one of them
     if (!targets(model)) {
         return stock;
     }
@@ -201,7 +202,6 @@ static ggml_type choose(const state & st, ggml_type stock, const ggml_tensor * t
     [[maybe_unused]] const int n_gqa    = (int) model.hparams.n_gqa();
     [[maybe_unused]] const int n_layer  = (int) model.hparams.n_layer;
     [[maybe_unused]] const std::string arch = llm_arch_name(model.arch);
-    (void) has_imatrix;
     const pos p0 = in_group_0(kind) ? pos{ true, st.group_ordinal[0].at(name), st.group_count[0] } : pos{ false, 0, 0 };
     const pos p1 = in_group_1(kind) ? pos{ true, st.group_ordinal[1].at(name), n_layer } : pos{ false, 0, 0 };
     const pos p2 = in_group_2(kind) ? pos{ true, st.group_ordinal[2].at(name), n_layer } : pos{ false, 0, 0 };

@@ -127,6 +127,7 @@ struct pos {
 // The policy: sees stock's choice, returns the type to use (before the shape fallback).
 static ggml_type choose(const state & st, ggml_type stock, const ggml_tensor * tensor, llama_ftype ftype,
                         const llama_model & model, bool has_imatrix) {
+    (void) st; (void) ftype; (void) has_imatrix;  // a policy need not read every one of them
     if (!targets(model)) {
         return stock;
     }
@@ -136,7 +137,6 @@ static ggml_type choose(const state & st, ggml_type stock, const ggml_tensor * t
     [[maybe_unused]] const int n_gqa    = (int) model.hparams.n_gqa();
     [[maybe_unused]] const int n_layer  = (int) model.hparams.n_layer;
     [[maybe_unused]] const std::string arch = llm_arch_name(model.arch);
-    (void) has_imatrix;
     const pos p0 = pos{ block_of(name) >= 0, block_of(name), n_layer };
 
     // policies/ffn_down_bump.py:31: *ffn_down* when low-bit ftype and k < N/8 [block i/n] -> {IQ2_S:IQ3_S, IQ2_M:IQ3_S, else Q2_K}
