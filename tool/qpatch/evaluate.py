@@ -22,7 +22,7 @@ from .policy.model import (
     AllOf, AnyOf, After, Arch, AtLeast, Before, Block, ByFtype, Default, Experts, Ftypes, Gqa, Imatrix, Keep,
     Not, Ordinal, Policy, RowMultiple, Rule, Set, Stacked, Step, UseMoreBits,
 )
-from .stock.b6700 import FALLBACK, LOW_BIT, StockModel, StockState, fallback, use_more_bits
+from .stock.b6700 import FALLBACK, StockModel, StockState, fallback, use_more_bits
 
 # Tensor types the quantize loop refuses without an imatrix entry (llama_model_quantize_impl).
 _NEEDS_IMATRIX = frozenset({T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ1_S})
@@ -372,5 +372,3 @@ def _quantize_loop(result: Plan, policy: Policy | None, opts: Options, name, sha
             result.errors.append(f"{name}: missing importance matrix for a very low-bit type ({new.name})")
     return new, why
 
-
-LOW_BIT_FTYPES = LOW_BIT

@@ -20,7 +20,6 @@ from .policy.model import (
     AllOf, AnyOf, After, Arch, AtLeast, Before, Block, ByFtype, Default, Experts, Ftypes, Gqa, Imatrix, Keep,
     Not, Ordinal, Policy, RowMultiple, Set, Stacked, Step, UseMoreBits,
 )
-from .stock.b6700 import FALLBACK
 
 GENERATED_PATH = "src/llama-quant-qpatch.h"
 
@@ -191,10 +190,6 @@ def render(policy: Policy, pin: str = "4227c9be") -> str:
         defaults=defaults, fallback=fb,
     )
     return text
-
-
-def stock_fallback_table() -> tuple[tuple[T, T], ...]:
-    return tuple(FALLBACK.items())
 
 
 def write_if_changed(path: Path, text: str) -> bool:
