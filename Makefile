@@ -48,7 +48,7 @@ clean:
 
 # Regenerate the golden C++ renders that tests/test_render.py compares against.
 POLICIES := stock n-expert-fix ffn-down-bump deepseek-v3
-GOLDEN_PINS := 4227c9be 49bfddeca
+GOLDEN_PINS := 4227c9be 0c1e57098
 golden: setup
 	@for pin in $(GOLDEN_PINS); do for p in $(POLICIES); do \
 	  $(BIN)/qpatch render $$p --pin $$pin -o tests/golden/$$p.$$pin.h; done; done

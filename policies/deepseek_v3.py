@@ -22,7 +22,7 @@ Composed from n-expert-fix (attn_k and attn_output for n_expert >= 8). Following
 table, attn_v keeps stock's `n_expert == 8` (DeepSeek models have no attn_v tensor anyway).
 """
 
-from gguf import GGMLQuantizationType as T
+from qpatch.catalogue import T
 
 from qpatch.policy.blocks import E8, HB, LB, two
 from qpatch.policy.model import (

@@ -24,7 +24,7 @@ GLM-4.5, and any model where ffn_down kinds share stock's counter.
 
 from qpatch.policy.blocks import LB, two
 from qpatch.policy.model import AtLeast, Before, Block, Default, Policy, Select, rule
-from gguf import GGMLQuantizationType as T
+from qpatch.catalogue import T
 
 FFN_DOWN = Select(contains="ffn_down")
 

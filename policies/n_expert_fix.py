@@ -24,7 +24,7 @@ For: any MoE model with more than 8 experts. With exactly 8 experts, or fewer, i
 nothing (the conditions are stock's own for n_expert == 8).
 """
 
-from gguf import GGMLQuantizationType as T
+from qpatch.catalogue import T
 
 from qpatch.policy.blocks import E8, HB, LB
 from qpatch.policy.model import Arch, Default, Ftypes, Not, Policy, Select, UseMoreBits, rule

@@ -1,8 +1,8 @@
 """Fixtures for the checkout tests: a file:// llama.cpp remote built from the real sdists.
 
 The remote has the layout of ggml-org/llama.cpp that the pins rely on: a commit whose tree is
-the 0.3.16 vendored tree (4227c9be), tagged b6700, and a child commit with the 0.3.17 tree
-(49bfddeca) on master. It is built once per machine under the cache, through the real sdist
+the 0.3.16 vendored tree (4227c9be), tagged b6700, and a child commit with the 0.3.36 tree
+(0c1e57098) on master. It is built once per machine under the cache, through the real sdist
 import (so the recorded import commits and file hashes are proven on every fresh machine), and
 packed, so that a shallow fetch from it takes about a second.
 """
@@ -33,7 +33,7 @@ QUANT = "src/llama-quant.cpp"
 class Upstream:
     path: Path
     c4227: str  # the 0.3.16 tree (4227c9be), tagged b6700
-    c49bf: str  # the 0.3.17 tree (49bfddeca), its child, on master
+    c49bf: str  # the 0.3.36 tree (0c1e57098), its child, on master
 
     @property
     def url(self) -> str:
@@ -42,7 +42,7 @@ class Upstream:
     def pin(self, name: str, patch_dir: Path | None = None, **changes) -> Pin:
         """The real pin `name`, pointed at this remote (its file hashes unchanged, so they still verify)."""
         real = load_pin(name)
-        commit = {"4227c9be": self.c4227, "49bfddeca": self.c49bf, "b6700": self.c4227}[name]
+        commit = {"4227c9be": self.c4227, "0c1e57098": self.c49bf, "b6700": self.c4227}[name]
         srcs = (Source(kind="git", url=self.url),) + tuple(s for s in real.sources if s.kind == "sdist")
         return dataclasses.replace(real, commit=commit, sources=srcs,
                                    patch_dir=patch_dir if patch_dir is not None else real.patch_dir, **changes)
@@ -56,12 +56,12 @@ def _build_upstream(path: Path) -> Upstream:
     try:
         repo = git.Repo.init(tmp, bare=True)
         a = sources.obtain(repo, load_pin("4227c9be"), "sdist", SILENT).commit
-        b = sources.obtain(repo, load_pin("49bfddeca"), "sdist", SILENT).commit
-        child = repo.git.execute(["git", "commit-tree", f"{b}^{{tree}}", "-p", a, "-m", "llama.cpp 49bfddeca (test)"],
+        b = sources.obtain(repo, load_pin("0c1e57098"), "sdist", SILENT).commit
+        child = repo.git.execute(["git", "commit-tree", f"{b}^{{tree}}", "-p", a, "-m", "llama.cpp 0c1e57098 (test)"],
                                  env=sources.IDENTITY)
         repo.git.update_ref("refs/heads/master", child)
         repo.git.update_ref("refs/tags/b6700", a)
-        repo.git.update_ref("refs/imports/49bfddeca", b)  # the sdist import itself, parentless
+        repo.git.update_ref("refs/imports/0c1e57098", b)  # the sdist import itself, parentless
         repo.git.execute(["git", "-c", "pack.threads=2", "repack", "-a", "-d", "-q"])
         repo.git.prune()
         repo.close()
@@ -81,7 +81,7 @@ def _open(path: Path) -> Upstream:
 
 @pytest.fixture(scope="session")
 def upstream() -> Upstream:
-    a, b = (next(s.import_commit for s in load_pin(n).sources if s.kind == "sdist") for n in ("4227c9be", "49bfddeca"))
+    a, b = (next(s.import_commit for s in load_pin(n).sources if s.kind == "sdist") for n in ("4227c9be", "0c1e57098"))
     root = cache_root() / "test"
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"upstream-{a[:10]}-{b[:10]}-v2.git"

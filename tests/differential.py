@@ -15,7 +15,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from gguf import GGMLQuantizationType, GGUFReader
+from gguf import GGUFReader
+
+from qpatch.catalogue import T
 
 import stock_binary
 from qpatch import api
@@ -44,7 +46,7 @@ def plan_kwargs(args: list[str]) -> dict:
 
 
 def check(binary: Path, model: Path, ftype: str, out_dir: Path, *, imatrix: Path | None = None,
-          args: list[str] = (), label: str = "", policy="stock"):
+          args: list[str] = (), label: str = "", policy="stock", pin: str = stock_binary.PIN):
     """Assert that llama-quantize and the plan agree: success vs failure, and every tensor's type.
 
     `policy` (a name or a Policy) is what `binary` was built with: "stock" for an unpatched one.
@@ -52,7 +54,7 @@ def check(binary: Path, model: Path, ftype: str, out_dir: Path, *, imatrix: Path
     args = list(args)
     label = label or f"{model.stem} {ftype} imatrix={imatrix.name if imatrix else 'none'}" + (
         f" {' '.join(args)}" if args else "") + ("" if policy == "stock" else f" policy={getattr(policy, 'name', policy)}")
-    plan = api.make_plan(model, ftype, policy=policy, imatrix=imatrix, **plan_kwargs(args))
+    plan = api.make_plan(model, ftype, policy=policy, imatrix=imatrix, pin=pin, **plan_kwargs(args))
     result = quantize(binary, model, ftype, out_dir, imatrix=imatrix, args=args)
     if plan.errors:
         assert result["returncode"] != 0, (f"{label}: plan predicts failure ({plan.errors[0]}), "
@@ -82,7 +84,7 @@ def quantize(binary: Path, model: Path, ftype: str, out_dir: Path, *, imatrix: P
     result = {"returncode": run.returncode, "types": {},
               "log_tail": "\n".join((run.stdout + run.stderr).strip().splitlines()[-6:])}
     if run.returncode == 0:
-        result["types"] = {t.name: GGMLQuantizationType(int(t.tensor_type)).name for t in GGUFReader(out).tensors}
+        result["types"] = {t.name: T(int(t.tensor_type)).name for t in GGUFReader(out).tensors}
         out.unlink()
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".{os.getpid()}.tmp")

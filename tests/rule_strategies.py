@@ -6,7 +6,7 @@ case that disagrees with the other shows up as a counterexample (shrunk to a sma
 
 from __future__ import annotations
 
-from gguf import GGMLQuantizationType as T
+from qpatch.catalogue import T
 from hypothesis import strategies as st
 
 from qpatch.policy.model import (

@@ -76,7 +76,7 @@ def test_dirty_tree_is_refused_with_files_named(checkout, hooked, upstream, acti
         elif action == "reset":
             checkout.reset()
         else:
-            checkout.rebase(upstream.pin("49bfddeca"), source="git", current=hooked)
+            checkout.rebase(upstream.pin("0c1e57098"), source="git", current=hooked)
     msg = str(e.value)
     assert f"modified   {QUANT}" in msg and "untracked  notes.txt" in msg and "src/new-dir/mine.cpp" in msg
     assert "stash push --include-untracked" in e.value.hint and "commit" in e.value.hint
@@ -151,6 +151,6 @@ def test_apply_refuses_a_bad_branch_or_path_or_pin(checkout, hooked, upstream):
     for bad in ("../x", "/etc/x", ".git/config"):
         with pytest.raises(UsageError, match="relative inside the checkout"):
             checkout.apply(hooked, {bad: ""}, "qpatch/a", "m")
-    with pytest.raises(CheckoutError, match="not 49bfddeca"):
-        checkout.apply(upstream.pin("49bfddeca"), {GEN: ""}, "qpatch/a", "m")
+    with pytest.raises(CheckoutError, match="not 0c1e57098"):
+        checkout.apply(upstream.pin("0c1e57098"), {GEN: ""}, "qpatch/a", "m")
     assert list(checkout.repo.branches) == []

@@ -30,7 +30,7 @@ def test_pins(upstream, tmp_path, monkeypatch):
     """QPATCH_PATCHES with the real pins pointed at the test remote (and the real patches)."""
     root = tmp_path / "patches"
     real = Path(__file__).resolve().parents[1] / "patches"
-    for name in ("4227c9be", "49bfddeca", "b6700"):
+    for name in ("4227c9be", "0c1e57098", "b6700"):
         (root / name).mkdir(parents=True)
         (root / name / "pin.toml").write_text(_toml(upstream.pin(name)))
         for f in (real / name).iterdir():
@@ -49,7 +49,7 @@ def run(*args, ok=True):
 
 def test_fetch_status_patches_reset(upstream, test_pins, tmp_path):
     d = tmp_path / "llama.cpp"
-    r = run("fetch", "--source", f"mirror:{upstream.path}", "--dir", d)
+    r = run("fetch", "--pin", "4227c9be", "--source", f"mirror:{upstream.path}", "--dir", d)
     assert f"fetched pin 4227c9be into {d} from mirror {upstream.path}\n" in r.stdout
     assert f"pristine commit {upstream.c4227}\n" in r.stdout
     assert f"verified {QUANT} sha256 eaed36bcb68d772c..." in r.stdout
@@ -83,16 +83,16 @@ def test_rebase_report_and_apply(upstream, test_pins, base_checkout, checkout):
     checkout.apply(load_pin("4227c9be"), {GEN: "// a\n"}, "qpatch/a", "qpatch: a")
     r = run("status", "--dir", d)
     assert "policy:    a\npatches:   0001-qpatch-hook.patch\n" in r.stdout
-    r = run("rebase", "--to", "49bfddeca", "--source", "git", "--dir", d)
-    assert "series of 4227c9be on 49bfddeca:\n  0001-qpatch-hook.patch  conflicts\n" in r.stdout
+    r = run("rebase", "--to", "0c1e57098", "--source", "git", "--dir", d)
+    assert "series of 4227c9be on 0c1e57098:\n  0001-qpatch-hook.patch  conflicts\n" in r.stdout
     assert f"      {QUANT} hunk 6/6: conflicts" in r.stdout
-    assert "series of 49bfddeca on 49bfddeca:\n  0001-qpatch-hook.patch  applies\n" in r.stdout
+    assert "series of 0c1e57098 on 0c1e57098:\n  0001-qpatch-hook.patch  applies\n" in r.stdout
     assert r.stdout.endswith("nothing changed; run again with --apply to move the checkout\n")
     assert "policy:    a" in run("status", "--dir", d).stdout
-    r = run("rebase", "--to", "49bfddeca", "--apply", "--dir", d)
-    assert f"moved {d} to pin 49bfddeca (pristine {upstream.c49bf[:12]})" in r.stdout
+    r = run("rebase", "--to", "0c1e57098", "--apply", "--dir", d)
+    assert f"moved {d} to pin 0c1e57098 (pristine {upstream.c49bf[:12]})" in r.stdout
     r = run("status", "--dir", d)
-    assert "pin:       49bfddeca (family 49bfddeca," in r.stdout and "HEAD:      " in r.stdout
+    assert "pin:       0c1e57098 (family current," in r.stdout and "HEAD:      " in r.stdout
     assert "(pristine commit)" in r.stdout
 
 
@@ -105,7 +105,8 @@ def test_unknown_pin_and_missing_checkout(tmp_path):
 
 def test_pins_lists_the_shipped_pins():
     out = run("pins").stdout
-    assert out.splitlines()[0] == "4227c9be   family b6700      4227c9be4268  (default)"
+    assert out.splitlines()[0] == "0c1e57098  family current    0c1e57098bba  (default)"
+    assert "4227c9be   family b6700      4227c9be4268" in out
     assert "b6700      family b6700      tag b6700 3df2244df40c" in out
 
 
@@ -114,12 +115,12 @@ def test_fresh_offline_machine_fetches_both_pins_from_the_sdists(upstream, tmp_p
     # to the sdists (which the `upstream` fixture has downloaded into the cache, proxy-free).
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
     d = tmp_path / "llama.cpp"
-    r = run("fetch", "--dir", d)
+    r = run("fetch", "--pin", "4227c9be", "--dir", d)
     assert r.stdout.startswith("skipped git https://github.com/ggml-org/llama.cpp: ")
     assert f"fetched pin 4227c9be into {d} from sdist llama-cpp-python==0.3.16 (vendor/llama.cpp)" in r.stdout
     assert "pristine commit dfa1a09efc578ae56bf91b4bff39841f470b9ac2" in r.stdout
     assert "source:    sdist llama-cpp-python==0.3.16" in run("status", "--dir", d).stdout
-    d2 = tmp_path / "llama.cpp-49bfddeca"
-    r = run("fetch", "--pin", "49bfddeca", "--dir", d2)
-    assert "from sdist llama-cpp-python==0.3.17 (vendor/llama.cpp)" in r.stdout
-    assert "pin:       49bfddeca" in run("status", "--dir", d2).stdout
+    d2 = tmp_path / "llama.cpp-0c1e57098"
+    r = run("fetch", "--dir", d2)  # the default pin
+    assert "from sdist llama-cpp-python==0.3.36 (vendor/llama.cpp)" in r.stdout
+    assert "pin:       0c1e57098" in run("status", "--dir", d2).stdout

@@ -18,14 +18,14 @@ def _head(c: Checkout) -> str:
 
 
 def test_clone_by_commit(upstream, tmp_path):
-    pin = upstream.pin("49bfddeca")
+    pin = upstream.pin("0c1e57098")
     assert not pin.tag  # fetched by its commit id
     c = Checkout(tmp_path / "co")
     r = c.fetch(pin, source="git")
     assert r.created and r.source == f"git {upstream.url}"
     assert _head(c) == c.pristine_commit == upstream.c49bf
     st = c.status()
-    assert (st.pin, st.family, st.dirty, st.branch) == ("49bfddeca", "49bfddeca", False, None)
+    assert (st.pin, st.family, st.dirty, st.branch) == ("0c1e57098", "current", False, None)
     assert (c.path / QUANT).read_text() == upstream.show(upstream.c49bf, QUANT)
 
 
@@ -54,7 +54,7 @@ def test_sdist_import_is_the_recorded_reproducible_commit(upstream):
     # The fixture imported both sdists through qpatch.sources, which checks each import against
     # the commit id recorded in pin.toml: the same id on every machine proves reproducibility.
     repo = git.Repo(upstream.path)
-    for name, commit in (("4227c9be", upstream.c4227), ("49bfddeca", "refs/imports/49bfddeca")):
+    for name, commit in (("4227c9be", upstream.c4227), ("0c1e57098", "refs/imports/0c1e57098")):
         src = next(s for s in load_pin(name).sources if s.kind == "sdist")
         assert repo.commit(commit).hexsha == src.import_commit
         assert repo.commit(commit).author.email == "qpatch@localhost"
@@ -65,9 +65,9 @@ def test_wrong_content_is_caught_and_leaves_nothing(upstream, tmp_path):
     pin = upstream.pin("4227c9be", file_hashes=((QUANT, "0" * 64),))
     with pytest.raises(SourceError, match=f"{QUANT} has sha256 .* the pin records 0000"):
         Checkout(tmp_path / "co").fetch(pin, source=f"mirror:{upstream.path}")
-    # 4227c9be's content under 49bfddeca's name: the hash check is what catches it.
-    wrong = dataclasses.replace(upstream.pin("49bfddeca"), commit=upstream.c4227)
-    with pytest.raises(SourceError, match="not pin 49bfddeca"):
+    # 4227c9be's content under 0c1e57098's name: the hash check is what catches it.
+    wrong = dataclasses.replace(upstream.pin("0c1e57098"), commit=upstream.c4227)
+    with pytest.raises(SourceError, match="not pin 0c1e57098"):
         Checkout(tmp_path / "co").fetch(wrong, source="git")
     assert not (tmp_path / "co").exists() and list(tmp_path.iterdir()) == []
 
@@ -111,8 +111,8 @@ def test_fetch_refuses_a_foreign_directory_and_another_pin(upstream, checkout, t
         Checkout(tmp_path / "mine").fetch(upstream.pin("4227c9be"), source=f"mirror:{upstream.path}")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
     with pytest.raises(CheckoutError, match="already a checkout of pin 4227c9be") as e:
-        checkout.fetch(upstream.pin("49bfddeca"))
-    assert "qpatch rebase --to 49bfddeca" in e.value.hint
+        checkout.fetch(upstream.pin("0c1e57098"))
+    assert "qpatch rebase --to 0c1e57098" in e.value.hint
 
 
 def test_state_lives_in_the_git_dir_and_build_dirs_are_ignored(checkout):

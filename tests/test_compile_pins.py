@@ -25,7 +25,7 @@ POLICIES = ["stock", "n-expert-fix", "ffn-down-bump", "deepseek-v3"]
 OBJECT = "src/CMakeFiles/llama.dir/llama-quant.cpp.o"
 
 
-@pytest.fixture(scope="module", params=["4227c9be", "49bfddeca"])
+@pytest.fixture(scope="module", params=["4227c9be", "0c1e57098"])
 def configured(request):
     pin = load_pin(request.param)
     root = cache_root() / "test" / f"compile-{pin.name}"

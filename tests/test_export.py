@@ -12,15 +12,24 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from gguf import GGMLQuantizationType as T
+from qpatch.catalogue import T
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qpatch import export as ex_mod
-from qpatch.catalogue import FTYPES, parse_ftype
+from qpatch.families.b6700.predict import is_quantizable
+from qpatch.pins import family_of
 from qpatch.cli import cli
 from qpatch.errors import QuantizeError
-from qpatch.evaluate import Options, is_quantizable, parse_tensor_type, plan
+from qpatch.evaluate import Options, parse_tensor_type
+from qpatch.evaluate import plan as plan_on
+
+PIN = "4227c9be"  # these proofs run through the b6700 family's Python model (see test_export_binary.py)
+CAT = family_of(PIN).catalogue
+
+
+def plan(model, policy, opts):
+    return plan_on(model, policy, opts, PIN)
 from qpatch.imatrix import read_imatrix
 from qpatch.model_facts import read_model
 from qpatch.policy import loader
@@ -40,7 +49,7 @@ ZOO = (
     Spec("llama-tied", "llama", n_layer=8, n_head=8, n_head_kv=8, tied=True, rows=2),
 )
 POLICIES = ("n-expert-fix", "ffn-down-bump", "deepseek-v3")
-QUANTIZING = tuple(f.name for f in FTYPES if f.quantizes)
+QUANTIZING = tuple(f.name for f in CAT.ftypes if f.quantizes)
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +69,7 @@ def policies():
 
 def read_back(text: str) -> tuple[tuple[str, T], ...]:
     """PAT=type lines of the tensor-type-file format, parsed as llama-quantize parses --tensor-type."""
-    return tuple(parse_tensor_type(line) for line in text.splitlines() if line and not line.startswith("#"))
+    return tuple(parse_tensor_type(line, CAT) for line in text.splitlines() if line and not line.startswith("#"))
 
 
 def reachable(pp, base) -> dict[str, T]:
@@ -102,7 +111,7 @@ def assert_equivalent(pp) -> ex_mod.Export:
 
 
 def options(ftype: str, imatrix) -> Options:
-    return Options(ftype=parse_ftype(ftype), imatrix=imatrix)
+    return Options(ftype=CAT.parse_ftype(ftype), imatrix=imatrix)
 
 
 @pytest.mark.parametrize("with_imatrix", (True, False), ids=("imatrix", "none"))
@@ -249,7 +258,7 @@ def test_cli_formats_and_exit_codes(zoo, tmp_path):
     spec = next(s for s in ZOO if s.name == "dsv3-mla")
     m, im = write_model(spec, tmp_path / "m.gguf"), write_imatrix(spec, tmp_path / "m.imatrix.gguf")
     run = CliRunner().invoke
-    args = ["export", "deepseek-v3", str(m), "-f", "IQ1_M", "--imatrix", str(im)]
+    args = ["export", "deepseek-v3", str(m), "-f", "IQ1_M", "--imatrix", str(im), "--pin", PIN]
 
     r = run(cli, args)
     assert r.exit_code == 9 and r.stdout == ""
@@ -261,12 +270,15 @@ def test_cli_formats_and_exit_codes(zoo, tmp_path):
         assert r.exit_code == 0, r.output
         assert r.stdout == run(cli, args + ["--allow-partial", "--format", fmt]).stdout  # deterministic
         outs[fmt] = [ln for ln in r.stdout.splitlines() if not ln.startswith("#")]
-        assert "# 9 overrides setting" in r.stdout and "# PARTIAL: 24 tensor(s)" in r.stdout
+        # a --tensor-type-file holds overrides only (llama-quantize reads every word of it): the header goes to stderr
+        head = r.stderr if fmt == "tensor-type-file" else r.stdout
+        assert "# 9 overrides setting" in head and "# PARTIAL: 24 tensor(s)" in head
+        assert fmt != "tensor-type-file" or not any(ln.startswith("#") for ln in r.stdout.splitlines())
     specs = outs["tensor-type-file"]
     assert outs["tensor-type"] == [f"--tensor-type '{s}' \\" for s in specs]
     assert outs["custom-q"] == [",".join(specs)]
 
-    r = run(cli, ["export", "n-expert-fix", str(m), "-f", "Q4_K_M"])
+    r = run(cli, ["export", "n-expert-fix", str(m), "-f", "Q4_K_M", "--pin", PIN])
     assert r.exit_code == 0 and "# 1 override setting 24 tensors" in r.stdout
-    r = run(cli, ["export", "deepseek-v3", str(m), "-f", "IQ1_M"])
+    r = run(cli, ["export", "deepseek-v3", str(m), "-f", "IQ1_M", "--pin", PIN])
     assert r.exit_code == QuantizeError.exit_code and "importance matrix" in r.stderr

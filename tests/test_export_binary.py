@@ -16,13 +16,13 @@ from gguf import GGUFReader
 
 from qpatch import export as ex_mod
 from qpatch import quantize
-from qpatch.catalogue import parse_ftype
 from qpatch.evaluate import Options, plan
 from qpatch.imatrix import read_imatrix
 from qpatch.model_facts import read_model
 from qpatch.policy import loader
 from qpatch.synth import write_imatrix, write_model
-from test_export import ZOO
+from test_export import PIN, ZOO
+from qpatch.pins import family_of
 
 pytestmark = [pytest.mark.binary, pytest.mark.xdist_group("patched")]
 
@@ -71,7 +71,8 @@ def _types(path: Path) -> dict[str, str]:
 def test_stock_with_exported_list_writes_what_the_patched_binary_writes(
         stock_binary, patched_binary, files, tmp_path, policy, model_name, ftype, imatrix):
     model, im = files[model_name, "model"], files[model_name, imatrix]
-    pp = plan(read_model(model), loader.load(policy), Options(ftype=parse_ftype(ftype), imatrix=read_imatrix(im)))
+    pp = plan(read_model(model), loader.load(policy), Options(ftype=family_of(PIN).catalogue.parse_ftype(ftype),
+                                                              imatrix=read_imatrix(im)), PIN)
     ex = ex_mod.export(pp)
     assert ex.overrides, "a round trip without overrides proves nothing"
     args = [a for o in ex.overrides for a in ("--tensor-type", o.spec)]

@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 
 import differential
 from qpatch import render
-from qpatch.catalogue import parse_ftype
+from qpatch.pins import family_of
 from qpatch.evaluate import Options, plan
 from qpatch.imatrix import read_imatrix
 from qpatch.model_facts import read_model
 from rule_strategies import FTYPE_NAMES, policies
+from stock_binary import PIN
 
 EXAMPLES = int(os.environ.get("QPATCH_FUZZ_EXAMPLES", "6"))
 
@@ -27,8 +28,8 @@ EXAMPLES = int(os.environ.get("QPATCH_FUZZ_EXAMPLES", "6"))
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policies())
 def test_random_policies_render_deterministically(pol):
-    a = render.render(pol)
-    assert a == render.render(pol)
+    a = render.render(pol, PIN)
+    assert a == render.render(pol, PIN)
     assert a.count("    // fuzz:") == len(pol.rules)
 
 
@@ -37,7 +38,8 @@ def test_random_policies_render_deterministically(pol):
 @given(pol=policies(), ftype=st.sampled_from(FTYPE_NAMES), with_imatrix=st.booleans())
 def test_random_policies_evaluate_on_every_zoo_model(zoo_facts, pol, ftype, with_imatrix):
     for facts, entries in zoo_facts.values():
-        p = plan(facts, pol, Options(parse_ftype(ftype), imatrix=entries if with_imatrix else None))
+        p = plan(facts, pol, Options(family_of(PIN).catalogue.parse_ftype(ftype),
+                                     imatrix=entries if with_imatrix else None), PIN)
         assert len(p.tensors) == len(facts.tensors)
 
 

@@ -27,7 +27,7 @@ def _expected(fname, key):
 def test_prediction_matches_real_binary(policy, fname, key):
     expected = _expected(fname, key)
     model, ftype, im = key.split("|")
-    p = api.make_plan(GOLDEN / f"{model}.gguf", ftype, policy=policy,
+    p = api.make_plan(GOLDEN / f"{model}.gguf", ftype, policy=policy, pin="4227c9be",
                       imatrix=GOLDEN / f"{model}.imatrix.gguf" if im == "imatrix" else None)
     got = p.types()
     wrong = {n: (e, got.get(n), next(t.rule for t in p.tensors if t.name == n))

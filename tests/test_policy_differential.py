@@ -15,10 +15,13 @@ import pytest
 import differential
 from paths import GOLDEN
 from qpatch import api
-from qpatch.catalogue import FTYPES, NEEDS_IMATRIX
+from qpatch.families.b6700.predict import NEEDS_IMATRIX
+from qpatch.pins import family_of
+
+PIN = "4227c9be"  # the b6700 family's real runs; the current family's proof is test_current_policies.py
 
 POLICIES = ["stock", "n-expert-fix", "ffn-down-bump", "deepseek-v3"]
-QUANTIZING = [f.name for f in FTYPES if f.quantizes]
+QUANTIZING = [f.name for f in family_of(PIN).catalogue.ftypes if f.quantizes]
 SLOW = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M")  # grid set-up per process: schedule first
 
 
@@ -42,8 +45,8 @@ def _cases(zoo_files, policy="stock"):
 
 
 def _changes(policy, path, ft, imatrix) -> bool:
-    a = api.make_plan(path, ft, policy=policy, imatrix=imatrix)
-    b = api.make_plan(path, ft, policy="stock", imatrix=imatrix)
+    a = api.make_plan(path, ft, policy=policy, imatrix=imatrix, pin=PIN)
+    b = api.make_plan(path, ft, policy="stock", imatrix=imatrix, pin=PIN)
     return a.types() != b.types() or a.errors != b.errors
 
 
@@ -53,7 +56,7 @@ def _run_all(binary, policy, cases, tmp_path, threads=2):
         out = tmp_path / f"c{i}"
         out.mkdir()
         try:
-            differential.check(binary, path, ft, out, imatrix=imatrix, policy=policy)
+            differential.check(binary, path, ft, out, imatrix=imatrix, policy=policy, pin=PIN)
             return None
         except AssertionError as e:
             return f"{policy}: {e}"
@@ -79,7 +82,9 @@ def test_compiled_policy_equals_prediction(policy, patched_build, zoo_files, tmp
 def test_compiled_deepseek_v3_reproduces_cc_moe(patched_build, tmp_path):
     import subprocess
 
-    from gguf import GGMLQuantizationType, GGUFReader
+    from gguf import GGUFReader
+
+    from qpatch.catalogue import T
 
     binary = patched_build.switch("deepseek-v3")
     golden = json.loads((GOLDEN / "cc-moe.json").read_text())
@@ -93,7 +98,7 @@ def test_compiled_deepseek_v3_reproduces_cc_moe(patched_build, tmp_path):
         r = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
         if r.returncode:
             return f"{key}: llama-quantize failed: {r.stderr[-300:]}"
-        got = {t.name: GGMLQuantizationType(int(t.tensor_type)).name for t in GGUFReader(out).tensors}
+        got = {t.name: T(int(t.tensor_type)).name for t in GGUFReader(out).tensors}
         out.unlink()
         bad = {n: (e, got.get(n)) for n, e in expected.items() if got.get(n) != e}
         return f"{key}: (CC-MoE, ours): {bad}" if bad else None

@@ -22,7 +22,7 @@ def ds_model(zoo_files):
 
 def test_imatrix_missing_for_a_very_low_bit_ftype(ds_model):
     model, _ = ds_model
-    r = CliRunner().invoke(cli, ["plan", str(model), "--ftype", "IQ1_S"])
+    r = CliRunner().invoke(cli, ["plan", str(model), "--ftype", "IQ1_S", "--pin", "4227c9be"])
     assert r.exit_code == QuantizeError.exit_code
     assert "error: llama-quantize refuses IQ1_S without an importance matrix (pass --imatrix FILE)" in r.output
 

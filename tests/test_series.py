@@ -1,5 +1,5 @@
 """Patch series: parsing, per-patch check (applies / conflicts with file and hunk / already upstream),
-all-or-nothing apply, and the rebase report 4227c9be -> 49bfddeca."""
+all-or-nothing apply, and the rebase report 4227c9be -> 0c1e57098."""
 
 from pathlib import Path
 
@@ -28,9 +28,9 @@ def test_series_file_is_quilt_style(tmp_path):
 
 
 def test_shipped_pins_load():
-    pins = {n: load_pin(n) for n in ("4227c9be", "49bfddeca", "b6700")}
+    pins = {n: load_pin(n) for n in ("4227c9be", "0c1e57098", "b6700")}
     assert pins["4227c9be"].family == pins["b6700"].family == "b6700"
-    assert pins["49bfddeca"].family == "49bfddeca"
+    assert pins["0c1e57098"].family == "current"
     assert [s.kind for s in pins["4227c9be"].sources] == ["git", "sdist"]
     assert [s.kind for s in pins["b6700"].sources] == ["git"] and pins["b6700"].tag == "b6700"
     assert not pins["b6700"].file_hashes  # unknown here: verified by commit id (see its pin.toml)
@@ -112,9 +112,9 @@ def test_check_reports_applies_conflicts_and_already_upstream(checkout, upstream
     assert checkout.status().head == checkout.pristine_commit  # checking changed nothing
 
 
-def test_rebase_report_4227c9be_to_49bfddeca(checkout, upstream):
-    # The real hook patches: 4227c9be's conflicts on 49bfddeca, 49bfddeca's own applies.
-    cur, to = upstream.pin("4227c9be"), upstream.pin("49bfddeca")
+def test_rebase_report_4227c9be_to_0c1e57098(checkout, upstream):
+    # The real hook patches: 4227c9be's conflicts on 0c1e57098, 0c1e57098's own applies.
+    cur, to = upstream.pin("4227c9be"), upstream.pin("0c1e57098")
     checkout.apply(cur, {GEN: "// a\n"}, "qpatch/a", "qpatch: a")
     before = snapshot(checkout)
     report = checkout.rebase_report(to, source="git")
@@ -129,7 +129,7 @@ def test_rebase_report_4227c9be_to_49bfddeca(checkout, upstream):
     text = report.render()
     assert f"  0001-qpatch-hook.patch  conflicts\n      {QUANT} hunk 1/6: conflicts" in text
     assert "hunk 3/6: conflicts         @@ -433,6 +437,9 @@ static ggml_type llama_tensor_get_type(" in text
-    assert text.endswith("verdict: 49bfddeca is usable: its own series applies")
+    assert text.endswith("verdict: 0c1e57098 is usable: its own series applies")
 
     (checkout.path / "mine.txt").write_text("x")
     with pytest.raises(CheckoutError, match="uncommitted"):  # --apply has the same safety rule
@@ -138,7 +138,7 @@ def test_rebase_report_4227c9be_to_49bfddeca(checkout, upstream):
     checkout.rebase(to)
     st = checkout.status()
     assert (st.pin, st.family, st.pristine, st.head, st.dirty) == \
-        ("49bfddeca", "49bfddeca", upstream.c49bf, upstream.c49bf, False)
+        ("0c1e57098", "current", upstream.c49bf, upstream.c49bf, False)
     assert checkout.apply(to, {GEN: "// a\n"}, "qpatch/a", "qpatch: a")  # rebuilt on the new pin
     assert checkout.status().patches == ("0001-qpatch-hook.patch",)
     assert "qpatch::choose" in (checkout.path / QUANT).read_text()
@@ -147,14 +147,14 @@ def test_rebase_report_4227c9be_to_49bfddeca(checkout, upstream):
 def test_rebase_refuses_when_the_new_pins_series_does_not_apply(checkout, upstream, tmp_path):
     wrong = write_series(tmp_path / "p49", {"0001-hook.patch": make_patch(
         upstream.show(upstream.c4227, QUANT), HOOK_4227, subject="4227's hook, wrongly listed")})
-    to = upstream.pin("49bfddeca", patch_dir=wrong)
+    to = upstream.pin("0c1e57098", patch_dir=wrong)
     with pytest.raises(CheckoutError, match="series does not apply"):
         checkout.rebase(to, current=upstream.pin("4227c9be", patch_dir=Path(tmp_path / "none")))
     assert checkout.status().pin == "4227c9be" and checkout.repo.head.commit.hexsha == upstream.c4227
 
 
 def test_check_another_pin_needs_only_objects(checkout, upstream):
-    results = checkout.check_patches(upstream.pin("49bfddeca"), source=f"mirror:{upstream.path}")
+    results = checkout.check_patches(upstream.pin("0c1e57098"), source=f"mirror:{upstream.path}")
     assert [r.state for r in results] == [APPLIES]
     assert Checkout(checkout.path).status().pin == "4227c9be"
     assert checkout.repo.head.commit.hexsha == upstream.c4227

@@ -13,7 +13,10 @@ import pytest
 
 import zoo
 from differential import check
-from qpatch.catalogue import FTYPES
+from qpatch.pins import family_of
+from stock_binary import PIN
+
+FTYPES = family_of(PIN).catalogue.ftypes
 from qpatch.synth import Spec, write_imatrix, write_model
 
 pytestmark = pytest.mark.binary

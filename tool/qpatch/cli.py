@@ -37,24 +37,25 @@ def cli():
 @click.option("--output-tensor-type", help="as llama-quantize's --output-tensor-type")
 @click.option("--token-embedding-type", help="as llama-quantize's --token-embedding-type")
 @click.option("--tensor-type", "tensor_types", multiple=True, metavar="PAT=TYPE", help="as llama-quantize (repeatable)")
+@click.option("--tensor-type-file", type=click.Path(dir_okay=False), help="as llama-quantize's --tensor-type-file")
 @click.option("--pure", is_flag=True, help="as llama-quantize's --pure")
 @click.option("--leave-output-tensor", is_flag=True, help="as llama-quantize's --leave-output-tensor")
-@click.option("--pin", default="4227c9be", show_default=True, help="llama.cpp pin whose stock rules apply")
+@click.option("--prune-layers", metavar="L0,L1,...", help="as llama-quantize's --prune-layers")
+@click.option("--pin", default=None, help="llama.cpp pin whose rules apply (default: the default pin, see `qpatch pins`)")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True)
 @click.option("--all", "show_all", is_flag=True, help="table: also list tensors kept as they are")
 @click.option("--compare", metavar="POLICY", help="show only what differs from POLICY's plan (e.g. stock)")
-def plan_cmd(model, ftype, policy, imatrix, output_tensor_type, token_embedding_type, tensor_types, pure,
-             leave_output_tensor, pin, fmt, show_all, compare):
+def plan_cmd(model, ftype, policy, imatrix, output_tensor_type, token_embedding_type, tensor_types, tensor_type_file,
+             pure, leave_output_tensor, prune_layers, pin, fmt, show_all, compare):
     """Predict the type of every tensor of MODEL for FTYPE under a policy."""
     from . import api, report
 
-    p = api.make_plan(model, ftype, policy=policy, imatrix=imatrix, output_tensor_type=output_tensor_type,
-                      token_embedding_type=token_embedding_type, tensor_types=tensor_types, pure=pure,
-                      leave_output_tensor=leave_output_tensor, pin=pin)
+    options = dict(imatrix=imatrix, output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type,
+                   tensor_types=tensor_types, tensor_type_file=tensor_type_file, pure=pure,
+                   leave_output_tensor=leave_output_tensor, prune_layers=prune_layers, pin=pin or api.DEFAULT_PIN)
+    p = api.make_plan(model, ftype, policy=policy, **options)
     if compare:
-        base = api.make_plan(model, ftype, policy=compare, imatrix=imatrix, output_tensor_type=output_tensor_type,
-                             token_embedding_type=token_embedding_type, tensor_types=tensor_types, pure=pure,
-                             leave_output_tensor=leave_output_tensor, pin=pin)
+        base = api.make_plan(model, ftype, policy=compare, **options)
         click.echo(report.render_compare(base, p, markdown=fmt == "markdown"))
     elif fmt == "json":
         click.echo(report.render_json(p))

@@ -19,9 +19,10 @@ from .errors import NotExpressible
               default="tensor-type", show_default=True,
               help="tensor-type: `--tensor-type 'PAT=type' \\` lines to paste; tensor-type-file: PAT=type lines; "
                    "custom-q: one PAT=type,PAT=type string")
+@click.option("--pin", default=None, help="the pin whose stock llama-quantize reads the list (default: the default pin)")
 @click.option("--allow-partial", is_flag=True,
               help="print the list even where some tensors cannot be expressed (they are named in its header)")
-def export_cmd(policy, model, ftype, imatrix, fmt, allow_partial):
+def export_cmd(policy, model, ftype, imatrix, fmt, pin, allow_partial):
     """Print the fewest --tensor-type overrides that make a stock llama-quantize write POLICY's types for MODEL.
 
     Tensors the overrides cannot reach (stock's choice needed a shape fallback, or stock aborts
@@ -30,7 +31,7 @@ def export_cmd(policy, model, ftype, imatrix, fmt, allow_partial):
     """
     from . import api, export
 
-    ex = export.export(api.make_plan(model, ftype, policy=policy, imatrix=imatrix))
+    ex = export.export(api.make_plan(model, ftype, policy=policy, imatrix=imatrix, pin=pin or api.DEFAULT_PIN))
     if ex.inexpressible:
         for line in export.describe_lost(ex.inexpressible):
             click.echo(f"inexpressible: {line}", err=True)
@@ -38,7 +39,11 @@ def export_cmd(policy, model, ftype, imatrix, fmt, allow_partial):
             raise NotExpressible(
                 f"{len(ex.inexpressible)} tensor(s) cannot get the policy's type from a stock llama-quantize "
                 f"with --tensor-type", hint="--allow-partial prints the overrides for the other tensors")
-    click.echo(export.render(ex, fmt, imatrix=Path(imatrix).name if imatrix else None), nl=False)
+    im = Path(imatrix).name if imatrix else None
+    if fmt == "tensor-type-file":  # the file holds overrides only; what it is for goes to stderr
+        for line in export.header(ex, imatrix=im):
+            click.echo(line, err=True)
+    click.echo(export.render(ex, fmt, imatrix=im), nl=False)
 
 
 cli.add_command(export_cmd)

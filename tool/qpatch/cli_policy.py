@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .cli import cli
+from .pins import DEFAULT_PIN
 
 
 @cli.command("list")
@@ -26,7 +27,7 @@ def show_cmd(policy):
 
 @cli.command("render")
 @click.argument("policy")
-@click.option("--pin", default="4227c9be", show_default=True, help="pin whose hook the header is rendered for")
+@click.option("--pin", default=DEFAULT_PIN, show_default=True, help="pin whose hook the header is rendered for")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="write here (only if changed) instead of stdout")
 def render_cmd(policy, pin, output):
     """Print the C++ header generated from POLICY (what `qpatch apply` writes into the checkout)."""

@@ -1,10 +1,9 @@
-"""Predict the ggml type of every tensor, exactly as the (patched) llama-quantize will.
+"""The prediction's shared parts: llama-quantize's options, the plan, and a policy's Python meaning.
 
-Per tensor, in llama.cpp's processing order:
-  quantized at all? -> ftype default -> stock choice -> policy rule -> shape fallback
-  -> --tensor-type (skipped after a fallback) -> --token-embedding-type / --output-tensor-type
-  -> quantize-loop behaviour (missing imatrix entry, imatrix length mismatch).
-Each tensor's result names the rule that decided it.
+How a pin's llama-quantize combines stock choice, the policy, the shape fallback and the
+command-line options differs by pin family: each family's `predict.py` walks the tensors in
+its order and calls `policy_choice` where its hook calls the generated `qpatch::choose`.
+`plan()` picks the family from the pin. Each tensor's result names the rule that decided it.
 """
 
 from __future__ import annotations
@@ -12,20 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .gguf_constants import GGMLQuantizationType as T
-
-from . import catalogue
-from .catalogue import Ftype, block_size, is_quantized, tensor_bytes
-from .errors import QuantizeError, UsageError
+from .catalogue import Catalogue, Ftype, T
+from .errors import UsageError
 from .model_facts import ModelFacts, block_of, kind_of
 from .policy.model import (
     AllOf, AnyOf, After, Arch, AtLeast, Before, Block, ByFtype, Default, Experts, Ftypes, Gqa, Imatrix, Keep,
-    Not, Ordinal, Policy, RowMultiple, Rule, Set, Stacked, Step, UseMoreBits,
+    Not, Policy, RowMultiple, Rule, Set, Stacked, Step, UseMoreBits,
 )
-from .stock.b6700 import FALLBACK, StockModel, StockState, fallback, use_more_bits
-
-# Tensor types the quantize loop refuses without an imatrix entry (llama_model_quantize_impl).
-_NEEDS_IMATRIX = frozenset({T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ1_S})
 
 
 @dataclass(frozen=True)
@@ -39,6 +31,7 @@ class Options:
     tensor_types: tuple[tuple[str, T], ...] = ()  # (lowercased pattern, type), in order
     pure: bool = False
     leave_output_tensor: bool = False
+    prune_layers: tuple[int, ...] = ()  # sorted, unique block numbers
 
     @property
     def has_imatrix(self) -> bool:
@@ -54,7 +47,8 @@ class TensorPlan:
     rule: str
     quantized: bool
     nbytes: int
-    fell_back: bool = False  # the shape fallback replaced the chosen type (so --tensor-type was skipped)
+    fell_back: bool = False  # the shape fallback replaced the chosen type
+    chosen: bool = False  # went through type choice (quantizable, quantized default type, no --pure)
 
 
 @dataclass
@@ -65,6 +59,8 @@ class Plan:
     options: Options
     tensors: list[TensorPlan] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # what would make llama-quantize abort
+    # the subset of `errors` that a --dry-run does not reach (imatrix checks, writing the data)
+    real_run_only: list[str] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
@@ -89,7 +85,7 @@ class Plan:
         return {t.name: t.type.name for t in self.tensors}
 
 
-def parse_tensor_type(spec: str) -> tuple[str, T]:
+def parse_tensor_type(spec: str, catalogue: Catalogue) -> tuple[str, T]:
     """`PATTERN=TYPE` as llama-quantize parses it: the pattern is lowercased."""
     if "=" not in spec:
         raise UsageError(f"malformed --tensor-type '{spec}' (expected PATTERN=TYPE)")
@@ -106,38 +102,26 @@ def parse_tensor_type(spec: str) -> tuple[str, T]:
     return pat, catalogue.parse_type(typ, what="type in --tensor-type")
 
 
+def parse_prune_layers(spec: str) -> tuple[int, ...]:
+    """`--prune-layers L0,L1,...` as llama-quantize parses it: non-negative ints, sorted, unique."""
+    out = []
+    for part in spec.split(","):
+        try:
+            i = int(part)
+        except ValueError:
+            i = -1
+        if i < 0:
+            raise UsageError(f"--prune-layers: invalid layer id '{part}'")
+        out.append(i)
+    return tuple(sorted(set(out)))
+
+
 def ggml_n_dims(shape: tuple[int, ...]) -> int:
     """ggml_n_dims: trailing dimensions of size 1 do not count, so ne (4096, 1) is 1-D."""
     n = len(shape)
     while n > 1 and shape[n - 1] == 1:
         n -= 1
     return max(n, 1)
-
-
-def is_quantizable(name: str, ndims: int, opts: Options) -> bool:
-    """The `quantize &= ...` chain of llama_model_quantize_impl; `ndims` as ggml_n_dims counts them."""
-    if not name.endswith("weight") or ndims < 2:
-        return False
-    if "_norm.weight" in name:
-        return False
-    if opts.leave_output_tensor and name == "output.weight":
-        return False
-    if opts.ftype.copy:
-        return False
-    if "ffn_gate_inp.weight" in name:
-        return False
-    for s in ("altup", "laurel", "per_layer_model_proj", "ssm_conv1d.weight", "shortconv.conv.weight",
-              "attn_rel_b.weight"):
-        if s in name:
-            return False
-    if name in ("position_embd.weight", "token_types.weight"):
-        return False
-    for s in ("time_mix_first", "time_mix_w0", "time_mix_w1", "time_mix_w2", "time_mix_v0", "time_mix_v1",
-              "time_mix_v2", "time_mix_a0", "time_mix_a1", "time_mix_a2", "time_mix_g1", "time_mix_g2",
-              "time_mix_decay_w1", "time_mix_decay_w2", "time_mix_lerp_fused"):
-        if s + ".weight" in name:
-            return False
-    return True
 
 
 # ------------------------------------------------------------------ policy evaluation
@@ -210,6 +194,16 @@ class Ctx:
     stock: T
     default: T
     pos: Positions
+
+
+def use_more_bits(i: int, n: int) -> bool:
+    """llama.cpp's use_more_bits with C integer semantics (truncating division and modulo)."""
+    return i < n // 8 or i >= 7 * n // 8 or _cmod(i - n // 8, 3) == 2
+
+
+def _cmod(a: int, b: int) -> int:
+    r = abs(a) % abs(b)
+    return -r if a < 0 else r
 
 
 def eval_cond(c, x: Ctx) -> bool:
@@ -286,89 +280,18 @@ def policy_choice(policy: Policy, x: Ctx) -> tuple[T, Rule | None]:
 # --------------------------------------------------------------------------- the plan
 
 
-def plan(model: ModelFacts, policy: Policy, opts: Options, pin: str = "4227c9be") -> Plan:
-    """Predict every tensor's type. Conditions under which llama-quantize aborts go to `errors`."""
-    result = Plan(model=model, policy=policy, pin=pin, options=opts)
-    ft = opts.ftype
-    names = [t.name for t in model.tensors]
-    state = StockState.for_model(model, names, opts.has_imatrix)
-    stock = StockModel(model, ft.name, state, opts.output_tensor_type, opts.token_embedding_type)
-    positions = Positions(model)
+def plan(model: ModelFacts, policy: Policy, opts: Options, pin: str) -> Plan:
+    """Predict every tensor's type on `pin`. Conditions under which llama-quantize aborts go to `errors`."""
+    from .pins import family_of
+
+    p = family_of(pin).plan(model, policy, opts)
+    p.pin = pin
+    return p
+
+
+def fallback_table(policy: Policy, model: ModelFacts, stock_table: dict[T, T]) -> dict[T, T] | None:
+    """The shape-fallback table a targeted policy installs: its entries override stock's."""
     targeted = not policy.archs or model.arch in policy.archs
-    # a policy's fallback entries override stock's; types it does not list keep stock's fallback
-    fb_table = {**FALLBACK, **dict(policy.fallback)} if (policy.fallback is not None and targeted) else None
-
-    if ft.name in catalogue.NEEDS_IMATRIX and not opts.has_imatrix:
-        result.errors.append(
-            f"llama-quantize refuses {ft.name} without an importance matrix (pass --imatrix FILE)")
-    n_attn_layer = sum(1 for h in model.n_head_kv_layers[:model.n_layer] if h != 0)
-    if model.arch in ("t5", "t5encoder"):  # llama_model_has_encoder: encoder, decoder and cross attention
-        n_attn_layer *= 3
-    if state.n_attention_wv not in (0, n_attn_layer):
-        result.errors.append(f"GGML_ASSERT n_attention_wv is unexpected: {state.n_attention_wv} attn_v/attn_qkv/"
-                             f"attn_kv_b tensors for {n_attn_layer} attention layers")
-
-    for t in model.tensors:
-        name, shape = t.name, t.shape
-        if not is_quantizable(name, ggml_n_dims(shape), opts):
-            why = "copy (COPY ftype)" if ft.copy else "not quantized (kept as is)"
-            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why, False, tensor_bytes(t.type, shape)))
-            continue
-        new, why, fell = ft.default, "ftype default", False
-        if opts.pure:
-            why = "--pure"
-        elif is_quantized(ft.default):
-            new, why = stock.choose(name, shape, ft.default)
-            x = Ctx(name, kind_of(name), shape, model, ft.name, opts.has_imatrix, new, ft.default, positions)
-            chosen, r = policy_choice(policy, x)
-            if r is not None:
-                new, why = chosen, r.source
-            try:
-                new, fell, fb_why = fallback(new, shape[0], fb_table)
-            except ValueError as e:
-                result.errors.append(f"{name}: {e}")
-                fell, fb_why = False, ""
-            if fell:
-                why = f"{why}; {fb_why}" + (" (policy table)" if fb_table is not None else "")
-            if opts.tensor_types and not fell:
-                for pat, typ in opts.tensor_types:
-                    if re.search(pat, name):
-                        new, why = typ, f"--tensor-type {pat}={typ.name.lower()}"
-        if opts.token_embedding_type is not None and name == "token_embd.weight":
-            new, why = opts.token_embedding_type, "--token-embedding-type"
-        if opts.output_tensor_type is not None and name == "output.weight":
-            new, why = opts.output_tensor_type, "--output-tensor-type"
-        if new == t.type:
-            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why + " (already this type)", False,
-                                             tensor_bytes(t.type, shape), fell))
-            continue
-        new, why = _quantize_loop(result, policy if targeted else None, opts, name, shape, new, why)
-        if shape[0] % block_size(new) != 0:
-            result.errors.append(f"{name}: row length {shape[0]} is not a multiple of {block_size(new)} "
-                                 f"required by {new.name} (overrides get no shape check)")
-        result.tensors.append(TensorPlan(name, shape, t.type, new, why, True, tensor_bytes(new, shape), fell))
-    return result
-
-
-def _quantize_loop(result: Plan, policy: Policy | None, opts: Options, name, shape, new: T, why: str):
-    """What llama_model_quantize_impl does after type choice: imatrix lookup and the low-bit check."""
-    has_entry = False
-    if opts.imatrix:
-        n = opts.imatrix.get(name)
-        if n is not None:
-            ne2 = shape[2] if len(shape) > 2 else 1
-            if n == shape[0] * ne2:
-                has_entry = True
-            elif name != "token_embd.weight":
-                if policy is None or policy.imatrix_mismatch == "abort":
-                    result.errors.append(f"{name}: imatrix size {n} is different from tensor size {shape[0] * ne2}")
-    if not has_entry:
-        needs = new in _NEEDS_IMATRIX or (
-            new == T.IQ1_M and name not in ("token_embd.weight", "output.weight")) or (
-            new == T.Q2_K and opts.ftype.name == "Q2_K_S" and name != "token_embd.weight")
-        if needs:
-            if policy is not None and policy.missing_imatrix == "q8_0":
-                return T.Q8_0, f"{why}; no imatrix entry -> Q8_0 ({policy.source})"
-            result.errors.append(f"{name}: missing importance matrix for a very low-bit type ({new.name})")
-    return new, why
-
+    if policy.fallback is None or not targeted:
+        return None
+    return {**stock_table, **dict(policy.fallback)}

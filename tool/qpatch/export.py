@@ -1,10 +1,10 @@
 """Export a policy's types for one model as `--tensor-type` overrides for a stock llama-quantize.
 
-What the pin's stock llama-quantize (4227c9be / b6700) does with `--tensor-type PAT=TYPE`: the
-pattern is lowercased and searched (`std::regex_search`, ECMAScript) in the tensor name, the
-last matching pattern wins, and the list is consulted only for tensors that went through type
-choice (quantizable, quantized default type, no `--pure`) and whose stock choice did not need
-the shape fallback. An override gets no shape check.
+What a pin's stock llama-quantize does with `--tensor-type PAT=TYPE` is its family's
+(`Family.override_result`): the pattern is lowercased and searched (`std::regex_search`,
+ECMAScript) in the tensor name; in the b6700 family the last match wins, only for tensors whose
+stock choice did not need the shape fallback, with no shape check; in the current family the
+first match wins and replaces the mix (its counters do not advance), and the fallback follows.
 
 So, comparing the policy's plan (what the patched binary writes) with stock's plan:
 - a tensor whose stock choice needed the shape fallback keeps stock's fallback type whatever
@@ -39,10 +39,11 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-from gguf import GGMLQuantizationType as T
+from .catalogue import T
 
 from .errors import QuantizeError, UsageError
-from .evaluate import Plan, is_quantizable, plan
+from .evaluate import Plan, plan
+from .pins import family_of
 from .model_facts import ModelFacts
 from .policy.model import Policy
 from .report import _ranges
@@ -106,26 +107,36 @@ def export(pp: Plan) -> Export:
         more = f" (and {len(pp.errors) - 1} more)" if len(pp.errors) > 1 else ""
         raise QuantizeError(f"the patched llama-quantize would fail on this job, so there is nothing to export: "
                             f"{pp.errors[0]}{more}")
+    family = family_of(pp.pin)
     base = plan(pp.model, STOCK, o, pin=pp.pin)
     targets: dict[str, T] = {}  # every tensor the list can reach -> the policy's type
     need: dict[str, T] = {}  # those where stock differs
     lost: list[Inexpressible] = []
     for p, s in zip(pp.tensors, base.tensors):
-        if not (o.ftype.quantizes and is_quantizable(p.name, len(p.shape), o)):
+        if not s.chosen:
             continue  # no type choice at all, for stock and policy alike
-        if s.fell_back:
+        try:
+            reached = family.override_result(s, p.type)
+        except ValueError:
+            reached = None
+        if reached != p.type:
             if p.type != s.type:
-                lost.append(Inexpressible(
-                    p.name, p.type, s.type,
-                    f"stock's choice does not fit the row (ne0={p.shape[0]}); after its shape fallback "
-                    f"llama-quantize skips --tensor-type"))
+                lost.append(Inexpressible(p.name, p.type, s.type, family.unreachable_reason(s, p.type)))
             continue
         targets[p.name] = p.type
         if p.type != s.type:
             need[p.name] = p.type
-    overrides = _minimise(pp.model, targets, need)
-    check = plan(pp.model, STOCK, dataclasses.replace(o, tensor_types=tuple((v.pattern, v.type) for v in overrides)),
-                 pin=pp.pin)
+    # An override that replaces the mix also skips stock's counters (first-match families), which can move
+    # later tensors' stock choices: those need overrides too, until nothing moves.
+    for _ in range(len(pp.tensors) + 1):
+        overrides = _minimise(pp.model, targets, need)
+        check = plan(pp.model, STOCK, dataclasses.replace(o, tensor_types=tuple((v.pattern, v.type) for v in overrides)),
+                     pin=pp.pin)
+        moved = {c.name: targets[c.name] for p, c in zip(pp.tensors, check.tensors)
+                 if c.name in targets and c.name not in need and c.type != p.type}
+        if not moved:
+            break
+        need.update(moved)
     lost += _stock_aborts(pp, base, check, {i.name for i in lost})
     _self_check(pp, check, overrides, {i.name for i in lost})
     order = {t.name: i for i, t in enumerate(pp.model.tensors)}
@@ -413,6 +424,13 @@ def render(ex: Export, fmt: str = "tensor-type", *, imatrix: str | None = None) 
     """The list in one of FORMATS, with `#` comment lines on top naming what it is for and its count."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format '{fmt}'", hint=f"formats: {', '.join(FORMATS)}")
+    if fmt == "tensor-type-file":  # llama-quantize reads every word of the file as PATTERN=TYPE: no comments
+        return "".join(f"{o.spec}\n" for o in ex.overrides)
+    return "\n".join(header(ex, imatrix=imatrix) + _body(ex, fmt)) + "\n"
+
+
+def header(ex: Export, *, imatrix: str | None = None) -> list[str]:
+    """`#` lines naming what a list is for, its count, and what it cannot express."""
     p = ex.plan
     n_set = sum(len(o.sets) for o in ex.overrides)
     lines = [
@@ -424,10 +442,10 @@ def render(ex: Export, fmt: str = "tensor-type", *, imatrix: str | None = None) 
     if ex.inexpressible:
         lines.append(f"# PARTIAL: {len(ex.inexpressible)} tensor(s) cannot be expressed and keep stock's type:")
         lines += [f"#   {d}" for d in describe_lost(ex.inexpressible)]
+    return lines
+
+
+def _body(ex: Export, fmt: str) -> list[str]:
     if fmt == "tensor-type":
-        lines += [f"--tensor-type '{o.spec}' \\" for o in ex.overrides]
-    elif fmt == "tensor-type-file":
-        lines += [o.spec for o in ex.overrides]
-    elif ex.overrides:
-        lines.append(",".join(o.spec for o in ex.overrides))
-    return "\n".join(lines) + "\n"
+        return [f"--tensor-type '{o.spec}' \\" for o in ex.overrides]
+    return [",".join(o.spec for o in ex.overrides)] if ex.overrides else []

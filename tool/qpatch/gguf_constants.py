@@ -39,7 +39,4 @@ def _constants():
 
 
 _c = _constants()
-GGML_QUANT_SIZES = _c.GGML_QUANT_SIZES
-GGMLQuantizationType = _c.GGMLQuantizationType
 GGUFValueType = _c.GGUFValueType
-LlamaFileType = _c.LlamaFileType

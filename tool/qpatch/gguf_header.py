@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .gguf_constants import GGMLQuantizationType
+from .catalogue import T as GGMLQuantizationType
 
 from .errors import ModelError
 

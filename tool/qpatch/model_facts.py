@@ -2,7 +2,7 @@
 
 Hyper-parameters are read the way llama.cpp's `load_hparams` reads them for the fields that
 `llama_tensor_get_type` consults: block count, expert count, head counts (per-layer arrays
-allowed), and the model type where a rule depends on it (LLM_TYPE_70B).
+allowed), MTP layers. Which model type a pin derives from them (LLM_TYPE_70B) is the pin family's.
 """
 
 from __future__ import annotations
@@ -43,10 +43,6 @@ def processing_order(names):
     return sorted(names, key=lambda n: (block_of(n), n.encode()))
 
 
-# Architectures whose load_hparams maps 80 layers to LLM_TYPE_70B (4227c9be src/llama-model.cpp).
-_ARCH_70B_AT_80 = {"deci", "qwen2", "olmo"}
-
-
 @dataclass(frozen=True)
 class ModelFacts:
     path: str
@@ -60,18 +56,11 @@ class ModelFacts:
     tensors: tuple[TensorInfo, ...]  # in llama.cpp's processing order
     shards: tuple[str, ...]
     n_vocab: int | None = None
+    n_layer_nextn: int = 0  # trailing MTP blocks (nextn_predict_layers), part of n_layer
 
     @property
     def n_gqa(self) -> int:
         return 0 if self.n_head_kv == 0 else self.n_head // self.n_head_kv
-
-    @property
-    def is_70b(self) -> bool:
-        if self.n_layer != 80:
-            return False
-        if self.arch == "llama":
-            return self.n_expert != 8 and self.n_head != self.n_head_kv
-        return self.arch in _ARCH_70B_AT_80
 
     @cached_property
     def by_name(self) -> dict[str, TensorInfo]:
@@ -146,4 +135,5 @@ def read_model(path: str | os.PathLike) -> ModelFacts:
         tensors=tuple(tensors),
         shards=tuple(str(h.path) for h in headers),
         n_vocab=int(vocab) if vocab is not None else None,
+        n_layer_nextn=_u32(kv, f"{arch}.nextn_predict_layers", path, default=0, required=False),
     )

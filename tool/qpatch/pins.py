@@ -13,10 +13,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import families
 from .errors import UsageError
 
-DEFAULT_PIN = "4227c9be"
-FAMILIES = ("b6700", "49bfddeca")
+# The pin `qpatch` uses when none is named: the llama.cpp people build today.
+DEFAULT_PIN = "0c1e57098"
 SOURCE_KINDS = ("git", "sdist")
 
 
@@ -46,7 +47,7 @@ class Pin:
     name: str
     commit: str = ""  # full upstream commit id; "" when only a tag is known
     tag: str = ""
-    family: str = "b6700"
+    family: str = ""
     sources: tuple[Source, ...] = ()
     # (path, sha256) of upstream files the patches touch; a tuple so the pin stays hashable
     file_hashes: tuple[tuple[str, str], ...] = ()
@@ -106,8 +107,8 @@ def pin_from_dict(data: dict, *, where: str = "pin") -> Pin:
     if commit and not re.fullmatch(r"[0-9a-f]{40}", commit):
         bad(f"commit must be a full 40-hex id, got {commit!r}")
     family = data.get("family", "")
-    if family not in FAMILIES:
-        bad(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    if family not in families.names():
+        bad(f"family must be one of {', '.join(families.names())}, got {family!r}")
     sources = []
     for s in data.get("source", []):
         if s.get("kind") not in SOURCE_KINDS:
@@ -151,3 +152,8 @@ def series(pin: Pin) -> list[Path]:
             raise UsageError(f"{path}:{n}: no such patch {words[0]}")
         out.append(patch)
     return out
+
+
+def family_of(pin: str) -> "families.Family":
+    """The family whose rules the pin's llama-quantize follows."""
+    return families.get(load_pin(pin).family)

@@ -11,28 +11,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
-from gguf import GGMLQuantizationType as T
-from gguf import LlamaFileType
 
-from .catalogue import BY_NAME, FTYPES
-from .policy.loader import repo_root
+from .catalogue import T, Catalogue
+from .families import Family
+from .pins import family_of
 from .policy.model import (
     AllOf, AnyOf, After, Arch, AtLeast, Before, Block, ByFtype, Default, Experts, Ftypes, Gqa, Imatrix, Keep,
     Not, Ordinal, Policy, RowMultiple, Set, Stacked, Step, UseMoreBits,
 )
 
 GENERATED_PATH = "src/llama-quant-qpatch.h"
+TEMPLATES = Path(__file__).parent / "templates"
 
-# Pin -> hook family (which hook patch, and therefore which call signature).
-FAMILIES = {"4227c9be": "b6700", "b6700": "b6700", "49bfddeca": "49bfddeca"}
+
+class RenderError(ValueError):
+    """A policy names something its pin does not have (a type, an ftype group left empty)."""
 
 
 def ggml(t: T) -> str:
     return f"GGML_TYPE_{t.name}"
-
-
-def llama_ftype(name: str) -> str:
-    return f"LLAMA_FTYPE_{LlamaFileType(BY_NAME[name].id).name}"
 
 
 def _str(s: str) -> str:
@@ -42,16 +39,22 @@ def _str(s: str) -> str:
 class _Frames:
     """Collects the position frames a policy uses; each becomes one `pos` variable."""
 
-    def __init__(self):
+    def __init__(self, catalogue: Catalogue):
+        self.catalogue = catalogue
         self.frames: list = []
         self.groups: list[tuple[str, ...]] = []
         self.ftype_groups: dict[str, tuple[str, ...]] = {}  # labelled Ftypes -> one named predicate each
 
+    def llama_ftype(self, name: str) -> str:
+        return f"LLAMA_FTYPE_{self.catalogue.by_name[name].enum}"
+
     def ftypes(self, c: Ftypes) -> str:
+        # a policy may name ftypes of other families; this pin's switch lists only its own
+        names = tuple(n for n in c.names if n in self.catalogue.by_name)
         if not c.label:
-            return "(" + " || ".join(f"ftype == {llama_ftype(n)}" for n in c.names) + ")"
+            return "(" + (" || ".join(f"ftype == {self.llama_ftype(n)}" for n in names) or "false") + ")"
         ident = "ftype_" + "".join(ch if ch.isalnum() else "_" for ch in c.label)
-        if self.ftype_groups.setdefault(ident, c.names) != c.names:
+        if self.ftype_groups.setdefault(ident, names) != names:
             raise ValueError(f"two ftype groups are labelled '{c.label}'")
         return f"{ident}(ftype)"
 
@@ -121,11 +124,12 @@ def select_cpp(sel) -> str:
     return f"[&] {{ static const std::regex re({_str(sel.pattern)}); return std::regex_search(name, re); }}()"
 
 
-def action_cpp(a, ladders: list[tuple[str, ...]]) -> str:
+def action_cpp(a, ladders: list[tuple[str, ...]], frames: _Frames) -> str:
     if isinstance(a, Set):
         return f"return {ggml(a.type)};"
     if isinstance(a, ByFtype):
-        cases = " ".join(f"case {llama_ftype(f)}: return {ggml(t)};" for f, t in a.table)
+        cases = " ".join(f"case {frames.llama_ftype(f)}: return {ggml(t)};" for f, t in a.table
+                         if f in frames.catalogue.by_name)
         other = ggml(a.otherwise) if a.otherwise is not None else "stock"
         return f"switch (ftype) {{ {cases} default: return {other}; }}"
     if isinstance(a, Step):
@@ -152,9 +156,10 @@ class _RuleView:
     action: str
 
 
-def _env() -> jinja2.Environment:
+def _env(family: Family) -> jinja2.Environment:
+    # the family's template extends the shared one: both roots are searched, the shared one first
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(repo_root() / "templates")),
+        loader=jinja2.FileSystemLoader([str(TEMPLATES), str(family.folder.parent)]),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -163,13 +168,15 @@ def _env() -> jinja2.Environment:
     )
 
 
-def render(policy: Policy, pin: str = "4227c9be") -> str:
-    """The generated header for `policy` on `pin`."""
-    if pin not in FAMILIES:
-        from .errors import UsageError
-
-        raise UsageError(f"unknown pin '{pin}'", hint=f"known pins: {', '.join(sorted(FAMILIES))}")
-    frames = _Frames()
+def render(policy: Policy, pin: str) -> str:
+    """The generated header for `policy` on `pin`, through the template of the pin's family."""
+    family = family_of(pin)
+    cat = family.catalogue
+    for t in _types_named(policy):
+        if not cat.has_type(t) and t not in (T.F32, T.F16, T.BF16):
+            raise RenderError(f"{policy.source}: names ggml type {t.name}, which pin {pin} "
+                              f"(family {family.name}) does not have")
+    frames = _Frames(cat)
     ladders: list[tuple[str, ...]] = []
     rules = []
     for r in policy.rules:
@@ -177,19 +184,35 @@ def render(policy: Policy, pin: str = "4227c9be") -> str:
         rules.append(_RuleView(
             source=r.source, select=r.select.describe(), when_text=r.describe_when(),
             then_text=r.then.describe(), note=r.note,
-            cond=" && ".join(parts), action=action_cpp(r.then, ladders),
+            cond=" && ".join(parts), action=action_cpp(r.then, ladders, frames),
         ))
     frame_views = [{"var": frames.var(f), "expr": frames.expr(f)} for f in frames.frames]
-    defaults = [(llama_ftype(f.name), ggml(f.default)) for f in FTYPES if not f.copy and f.quantizes]
+    defaults = [(frames.llama_ftype(f.name), ggml(f.default)) for f in cat.ftypes if not f.copy and f.quantizes]
     fb = [(ggml(a), ggml(b)) for a, b in policy.fallback] if policy.fallback is not None else []
-    text = _env().get_template("policy.h.j2").render(
-        policy=policy, family=FAMILIES[pin], command=f"qpatch render {policy.name} --pin {pin}",
+    text = _env(family).get_template(family.template).render(
+        policy=policy, family=family.name, command=f"qpatch render {policy.name} --pin {pin}",
         rules=rules, frames=frame_views, groups=[{"kinds": g} for g in frames.groups], ladders=ladders,
-        ftype_groups=[{"ident": i, "cases": [llama_ftype(n) for n in names]}
+        ftype_groups=[{"ident": i, "cases": [frames.llama_ftype(n) for n in names]}
                       for i, names in frames.ftype_groups.items()],
         defaults=defaults, fallback=fb,
     )
     return text
+
+
+def _types_named(policy: Policy) -> list[T]:
+    """Every ggml type a policy's actions and fallback table name."""
+    out = []
+    for r in policy.rules:
+        a = r.then
+        if isinstance(a, Set):
+            out.append(a.type)
+        elif isinstance(a, ByFtype):
+            out += [t for _, t in a.table] + ([a.otherwise] if a.otherwise is not None else [])
+        elif isinstance(a, Step):
+            out += list(a.ladder)
+    for a, b in policy.fallback or ():
+        out += [a, b]
+    return out
 
 
 def write_if_changed(path: Path, text: str) -> bool:

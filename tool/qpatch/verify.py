@@ -8,11 +8,11 @@ llama-quantize writes when no imatrix file is passed; then every entry is assume
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from . import catalogue
 from .errors import ModelError, VerifyMismatch
-from .evaluate import Options, Plan, parse_tensor_type, plan
+from .evaluate import Plan, plan
 from .gguf_header import read_model_headers
 from .imatrix import read_imatrix
 from .model_facts import ModelFacts, read_model
@@ -50,17 +50,22 @@ class VerifyResult:
 
 def verify(quant_path, *, policy: str, source=None, ftype: str | None = None, imatrix=None,
            tensor_types=(), output_tensor_type=None, token_embedding_type=None, pure=False,
-           leave_output_tensor=False, pin: str = "4227c9be") -> VerifyResult:
+           leave_output_tensor=False, prune_layers=None, pin: str | None = None) -> VerifyResult:
+    from .api import make_options
+    from .pins import DEFAULT_PIN, family_of
+
+    pin = pin or DEFAULT_PIN
     quant = read_model(quant_path)
     kv = read_model_headers(quant_path)[0].kv
+    cat = family_of(pin).catalogue
     if ftype:
-        ft = catalogue.parse_ftype(ftype)
+        ft = cat.parse_ftype(ftype)
     else:
         if quant.file_type is None:
             raise ModelError(f"{quant_path}: no general.file_type; pass --ftype")
-        ft = catalogue.ftype_by_id(quant.file_type)
+        ft = cat.ftype_by_id(quant.file_type)
         if ft is None:
-            raise ModelError(f"{quant_path}: general.file_type {quant.file_type} is not an ftype of this pin")
+            raise ModelError(f"{quant_path}: general.file_type {quant.file_type} is not an ftype of pin {pin}")
     model = read_model(source) if source else quant
     if imatrix:
         entries, im_src = read_imatrix(imatrix), f"file {imatrix}"
@@ -68,13 +73,11 @@ def verify(quant_path, *, policy: str, source=None, ftype: str | None = None, im
         entries, im_src = _AllEntries(model), f"used ({kv.get('quantize.imatrix.file', '?')}), entries assumed present"
     else:
         entries, im_src = None, "none"
-    opts = Options(
-        ftype=ft, imatrix=entries,
-        output_tensor_type=catalogue.parse_type(output_tensor_type) if output_tensor_type else None,
-        token_embedding_type=catalogue.parse_type(token_embedding_type) if token_embedding_type else None,
-        tensor_types=tuple(parse_tensor_type(s) for s in tensor_types), pure=pure,
-        leave_output_tensor=leave_output_tensor,
-    )
+    opts = dataclasses.replace(
+        make_options(pin, ft.name, output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type,
+                     tensor_types=tensor_types, pure=pure, leave_output_tensor=leave_output_tensor,
+                     prune_layers=prune_layers),
+        imatrix=entries)
     p = plan(model, loader.load(policy), opts, pin=pin)
     actual = {t.name: t.type for t in quant.tensors}
     mismatches = [Mismatch(t.name, t.type.name, actual[t.name].name, t.rule)

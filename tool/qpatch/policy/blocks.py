@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from gguf import GGMLQuantizationType as T
-
-from ..catalogue import FTYPES
+from ..catalogue import T, all_ftypes
 from .model import ByFtype, Experts, Ftypes
 
 # The six very-low-bit ftypes that stock handles in one branch.
 LB_NAMES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M")
-# Every other ftype for which llama_tensor_get_type runs, except MXFP4_MOE.
-HB_NAMES = tuple(f.name for f in FTYPES if f.quantizes and f.name not in LB_NAMES and f.name != "MXFP4_MOE")
+# Every other ftype for which type choice runs, except MXFP4_MOE, in any pin family (a pin's render
+# lists the ones it has).
+HB_NAMES = tuple(f.name for f in all_ftypes() if f.quantizes and f.name not in LB_NAMES and f.name != "MXFP4_MOE")
 
 LB = Ftypes(LB_NAMES, "low-bit")
 HB = Ftypes(HB_NAMES, "higher-bit")

@@ -99,13 +99,14 @@ def _load(name: str) -> Policy:
         raise PolicyError(f"{_rel(str(path))}: defines no POLICY = Policy(...)")
     if pol.name != name:
         raise PolicyError(f"{_rel(str(path))}: POLICY.name is '{pol.name}', expected '{name}'")
-    from ..catalogue import BY_NAME
+    from ..catalogue import all_ftypes
     from .model import Ftypes
 
+    known = {f.name for f in all_ftypes()}
     for r in pol.rules:
         for c in _walk(r.when):
             if isinstance(c, Ftypes):
-                bad = [f for f in c.names if f not in BY_NAME]
+                bad = [f for f in c.names if f not in known]
                 if bad:
                     raise PolicyError(f"{r.source}: unknown ftype {bad[0]!r} in Ftypes(...)")
     digest = hashlib.sha256(repr((pol.rules, pol.fallback, pol.missing_imatrix, pol.imatrix_mismatch,

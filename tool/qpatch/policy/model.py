@@ -15,12 +15,13 @@ every position predicate on it is false.
 
 from __future__ import annotations
 
+import enum
 import os
 import sys
 from dataclasses import dataclass
 from typing import Union
 
-from ..gguf_constants import GGMLQuantizationType as T
+from ..catalogue import T
 
 from ..errors import PolicyError
 
@@ -300,7 +301,7 @@ class Policy:
     summary: str
     rules: tuple[Rule, ...]
     archs: tuple[str, ...] = ()  # empty: every architecture
-    pins: tuple[str, ...] = ("4227c9be", "b6700", "49bfddeca")
+    pins: tuple[str, ...] = ()  # empty: every pin
     # shape fallback: (from, to) pairs that override stock's table entries; None: stock's table.
     fallback: tuple[tuple[T, T], ...] | None = None
     missing_imatrix: str = "abort"  # "abort" (stock) | "q8_0"
@@ -344,6 +345,8 @@ def rule(select: Select | str | tuple, then: Action | T, *when: Cond, note: str 
         select = Select(kinds=(select,))
     elif isinstance(select, tuple):
         select = Select(kinds=select)
+    if isinstance(then, enum.IntEnum) and type(then) is not T and then.name in T.__members__:
+        then = T[then.name]  # a policy written against the gguf package's enum: the same type by name
     if isinstance(then, T):
         then = Set(then)
     for c in when:

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..gguf_constants import GGMLQuantizationType as T
-
-from ..model_facts import ModelFacts, block_of
+from ...catalogue import T, block_size
+from ...model_facts import ModelFacts, block_of
 
 # The six very-low-bit ftypes that share one branch in stock.
 LOW_BIT = frozenset({"IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"})
@@ -47,6 +46,19 @@ FALLBACK: dict[T, T] = {
     T.IQ1_S: T.IQ4_NL, T.IQ1_M: T.IQ4_NL, T.Q2_K: T.IQ4_NL, T.Q3_K: T.IQ4_NL, T.IQ4_XS: T.IQ4_NL,
     T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0,
 }
+
+
+# Architectures whose load_hparams maps 80 layers to LLM_TYPE_70B (4227c9be src/llama-model.cpp).
+_ARCH_70B_AT_80 = frozenset({"deci", "qwen2", "olmo"})
+
+
+def is_70b(m: ModelFacts) -> bool:
+    """model.type == LLM_TYPE_70B as this family's load_hparams sets it."""
+    if m.n_layer != 80:
+        return False
+    if m.arch == "llama":
+        return m.n_expert != 8 and m.n_head != m.n_head_kv
+    return m.arch in _ARCH_70B_AT_80
 
 
 def use_more_bits(i: int, n: int) -> bool:
@@ -141,8 +153,6 @@ class StockModel:
         f = self.ftype
         if f == "MXFP4_MOE":
             return T.Q8_0, "stock:output/mxfp4_moe"
-        from ..catalogue import block_size
-
         if self.m.arch == "falcon" or ne[0] % block_size(default) != 0:
             return T.Q8_0, "stock:output/falcon-or-row"
         if f in _OUTPUT_Q5K:
@@ -208,7 +218,7 @@ class StockModel:
             t, why = T.Q6_K, f"stock:attn_v/{f} use_more_bits"
         elif f == "Q4_K_S" and s.i_attention_wv < 4:
             t, why = T.Q5_K, "stock:attn_v/Q4_K_S first four"
-        if m.is_70b and t in (T.Q3_K, T.Q4_K):
+        if is_70b(m) and t in (T.Q3_K, T.Q4_K):
             t, why = T.Q5_K, "stock:attn_v/70B"
         if m.n_expert == 8:
             t, why = T.Q8_0, "stock:attn_v n_expert==8"
@@ -289,8 +299,6 @@ class StockModel:
 
 def fallback(t: T, ne0: int, table: dict[T, T] | None = None) -> tuple[T, bool, str]:
     """The shape fallback: (type, fell_back, label). Raises when stock has no fallback."""
-    from ..catalogue import block_size
-
     if ne0 % block_size(t) == 0:
         return t, False, ""
     table = FALLBACK if table is None else table

@@ -1,0 +1,59 @@
+"""What every pin family provides (each family folder subclasses `Family` once, as `FAMILY`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..catalogue import T, Catalogue, load_catalogue
+
+if TYPE_CHECKING:
+    from ..evaluate import Options, Plan, TensorPlan
+    from ..model_facts import ModelFacts
+    from ..policy.model import Policy
+
+
+class Family:
+    """One family of llama.cpp commits whose type choice works the same way."""
+
+    name: str = ""
+    summary: str = ""
+    # llama-quantize's --tensor-type: which of several matching patterns decides ("first" | "last")
+    tensor_type_match: str = "last"
+    # options of this family's llama-quantize that change types, beyond the ftype and --imatrix
+    options: frozenset[str] = frozenset()
+    # what `qpatch export` can write for this family's stock llama-quantize
+    export_formats: tuple[str, ...] = ("tensor-type",)
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return load_catalogue(self.name)
+
+    @property
+    def folder(self) -> Path:
+        return Path(__file__).parent / self.name
+
+    @property
+    def template(self) -> str:
+        """The family's policy template, relative to the template loader's roots."""
+        return f"{self.name}/policy.h.j2"
+
+    def plan(self, model: "ModelFacts", policy: "Policy", opts: "Options") -> "Plan":
+        """Every tensor's type as this family's (patched) llama-quantize writes it."""
+        raise NotImplementedError
+
+    def override_result(self, stock: "TensorPlan", override: T) -> T | None:
+        """The type a `--tensor-type` override to `override` gives a tensor whose stock plan is `stock`:
+        None where overrides cannot reach it. Raises ValueError where the binary would abort."""
+        raise NotImplementedError
+
+    def unreachable_reason(self, stock: "TensorPlan", wanted: T) -> str:
+        """Why no `--tensor-type` override gives this tensor `wanted` (for export's report)."""
+        return f"no --tensor-type override gives this tensor {wanted.name} on this pin"
+
+    def dry_run_ok(self, plan: "Plan") -> bool:
+        """Whether `llama-quantize --dry-run` completes on this job (only families that have it)."""
+        raise NotImplementedError(f"pin family {self.name} has no --dry-run")
+
+    def __repr__(self) -> str:
+        return f"<pin family {self.name}>"
