@@ -8,7 +8,7 @@ DIR        ?= llama.cpp
 TARGETS    ?= llama-quantize
 CUDA_ARCHS ?=
 
-.PHONY: help setup test test-fast bench golden docs clean build-cpu build-cuda demo fuzz
+.PHONY: help setup test test-fast bench golden docs clean build-cpu build-cuda demo fuzz catalogues
 
 help:
 	@echo "make setup       create .venv with qpatch and test dependencies"
@@ -52,6 +52,10 @@ GOLDEN_PINS := 4227c9be 0c1e57098
 golden: setup
 	@for pin in $(GOLDEN_PINS); do for p in $(POLICIES); do \
 	  $(BIN)/qpatch render $$p --pin $$pin -o tests/golden/$$p.$$pin.h; done; done
+
+# Re-extract a family's catalogue from a fetched pin: make catalogues FAMILY=current TREE=path/to/llama.cpp
+catalogues: setup
+	$(BIN)/python -m qpatch.families.extract "$(TREE)" tool/qpatch/families/$(FAMILY)/catalogue.json
 
 # Regenerate docs/policies/*.md (rules and before/after plans on a DeepSeek-V3-shaped model).
 docs: setup

@@ -20,6 +20,16 @@ architectures keep stock's choices (the policy does not target them).
 
 Composed from n-expert-fix (attn_k and attn_output for n_expert >= 8). Following the
 table, attn_v keeps stock's `n_expert == 8` (DeepSeek models have no attn_v tensor anyway).
+
+Pins: the mix was defined on 4227c9be (b6700). On 0c1e57098 (the default pin) it gives the same
+type to every tensor of a DeepSeek model whenever an imatrix is given (the CC-MoE golden data,
+76 cases, is reproduced on both pins). Two rules exist only for that: `attn_kv_b` keeps the
+ftype's default where the table says "unchanged", because 0c1e57098's stock treats attn_kv_b as
+attn_v (Q4_K and the like) where 4227c9be gave it the default. What cannot be the same without
+an imatrix: 0c1e57098 requires one for IQ3_XXS tensors too (4227c9be did not), so this policy's
+"no imatrix -> Q8_0" also covers them there; and 0c1e57098 no longer refuses the low-bit ftypes
+up front, so jobs 4227c9be refused (IQ1_M without an imatrix) run, with Q8_0 for those tensors.
+The table at the end of docs/policies/deepseek-v3.md lists every such difference.
 """
 
 from qpatch.catalogue import T
@@ -50,6 +60,7 @@ LOW_BIT = (
     rule("attn_kv_a_mqa", T.Q4_K, LB, E8),
     rule("attn_kv_b", T.Q4_K, LB, E8, Before(1, 8, ATTN_WV)),
     rule("attn_kv_b", two(T.Q2_K), LB, E8, UseMoreBits(ATTN_WV)),
+    rule("attn_kv_b", Default(), LB, E8, note="the table's 'unchanged' is b6700's default; newer pins treat attn_kv_b as attn_v"),
     rule("attn_q_a", T.Q4_K, LB, E8),
     rule("attn_q_b", two(T.Q2_K), LB, E8),
     rule("ffn_down", T.Q6_K, LB, E8, Before(1, 16, DENSE_DOWN)),
@@ -90,6 +101,7 @@ HIGHER_BIT = (
     rule("ffn_down_exps", Default(), HB, E8, note="CC-MoE's rule comes before stock's ffn_down rule"),
     *n_expert_fix.ATTN_OUTPUT,
     rule("attn_kv_a_mqa", T.Q8_0, HB, E8),
+    rule("attn_kv_b", Default(), HB, E8, note="as on b6700: stock's attn_v rules reach attn_kv_b only on newer pins"),
     rule(("attn_k_b", "attn_v_b"), ByFtype((("Q4_K_M", T.Q6_K), ("Q5_K_S", T.Q6_K), ("Q5_K_M", T.Q8_0)), T.Q5_K),
          HB, E8),
     rule("attn_q_b", ByFtype((("Q4_K_M", T.Q5_K), ("Q5_K_S", T.Q5_K), ("Q5_K_M", T.Q6_K)), T.Q4_K), HB, E8),

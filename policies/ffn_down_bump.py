@@ -18,6 +18,10 @@ The other ftypes need nothing: their ffn_down rules already read the block index
 models (stock's `layer_info` parses the name when n_expert > 1), and in dense models the
 counter equals the block index (one ffn_down per block).
 
+Pins: 0c1e57098 still has the bug in another form (its `n_ffn_down` is the block count, but
+`i_ffn_down` still counts tensors), so the policy means the same there; the differences between
+the pins are stock's own (docs/policies/ffn-down-bump.md).
+
 For: MoE models with dense leading blocks or shared experts: DeepSeek-V2/V3/R1, Kimi-K2,
 GLM-4.5, and any model where ffn_down kinds share stock's counter.
 """

@@ -7,7 +7,9 @@ What: every place where llama.cpp 4227c9be's `llama_tensor_get_type` tests
     attn_k                 -> Q4_K
     attn_output            -> Q5_K
   other quantized ftypes (not MXFP4_MOE)
-    attn_v                 -> Q8_0 (overrides every other attn_v rule, as stock does)
+    attn_v                 -> Q8_0 (overrides every other attn_v rule, as stock does); on the
+                              current family (0c1e57098) stock's attn_v rules also decide attn_qkv
+                              and attn_kv_b, so the fix covers them there (Select(stock="attn_v"))
     attn_k                 -> Q8_0
     attn_output (not falcon), for Q2_K IQ3_XS IQ3_XXS Q3_K_S Q3_K_M IQ4_NL Q4_K_S Q4_K_M IQ3_S IQ3_M IQ4_XS
                            -> Q5_K, and for every other ftype the ftype's default type: stock's
@@ -19,6 +21,11 @@ What: every place where llama.cpp 4227c9be's `llama_tensor_get_type` tests
 Why: those bumps were written for Mixtral-8x7B. DeepSeek-V3/R1 (256 experts), Qwen3-MoE
 (128), Kimi-K2 (384) silently lose them: their attention and attn_output go out at the
 ftype's lowest type while Mixtral's are protected.
+
+Pins: on 0c1e57098 stock's attn_v site also decides attn_qkv and attn_kv_b, so the fix reaches
+them (DeepSeek-V2's attn_kv_b: Q8_0 there, the default on 4227c9be); the other differences
+between the pins are stock's own (its new fallback table: Q2_K/Q3_K rows that do not fit go to
+Q4_0, not IQ4_NL), listed at the end of docs/policies/n-expert-fix.md.
 
 For: any MoE model with more than 8 experts. With exactly 8 experts, or fewer, it changes
 nothing (the conditions are stock's own for n_expert == 8).
@@ -34,7 +41,7 @@ ATTN_OUTPUT_Q5K = Ftypes(("Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_
 
 LOW_BIT_ATTN_K = rule("attn_k", T.Q4_K, LB, E8)
 LOW_BIT_ATTN_OUTPUT = rule("attn_output", T.Q5_K, LB, E8)
-ATTN_V = rule("attn_v", T.Q8_0, HB, E8)
+ATTN_V = rule(Select(stock="attn_v"), T.Q8_0, HB, E8, note="every tensor stock's attn_v rules decide on the pin")
 ATTN_K = rule("attn_k", T.Q8_0, HB, E8)
 NOT_FALCON = Not(Arch(("falcon",)))
 ATTN_OUTPUT = (

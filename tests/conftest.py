@@ -23,6 +23,20 @@ def stock_quantize():
 
 
 @pytest.fixture(scope="session")
+def current_quantize():
+    """Stock llama-quantize of the current family's pin (0c1e57098), built once, cached."""
+    return stock_binary.stock_quantize(stock_binary.CURRENT_PIN)
+
+
+@pytest.fixture(scope="session")
+def current_patched_build():
+    """A checkout of 0c1e57098 with qpatch's hook, switched between policies (its own cache and group)."""
+    pb = PatchedBuild(stock_binary.CURRENT_PIN)
+    pb.ensure()
+    return pb
+
+
+@pytest.fixture(scope="session")
 def patched_build():
     """One checkout of the pin with qpatch's hook, switched between policies (tests/policy_build.py)."""
     pb = PatchedBuild()

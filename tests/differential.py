@@ -15,14 +15,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from gguf import GGUFReader
-
-from qpatch.catalogue import T
+from qpatch.gguf_header import read_header
 
 import stock_binary
 from qpatch import api
 
-RESULTS = stock_binary.pin_dir() / "results"
+RESULTS = stock_binary.pin_dir() / "results"  # keyed by the binary's hash, so one folder serves every pin
 
 
 def plan_kwargs(args: list[str]) -> dict:
@@ -40,6 +38,8 @@ def plan_kwargs(args: list[str]) -> dict:
             kw["token_embedding_type"] = next(it)
         elif a == "--tensor-type":
             kw["tensor_types"].append(next(it))
+        elif a == "--prune-layers":
+            kw["prune_layers"] = next(it)
         else:
             raise ValueError(f"option {a} has no plan equivalent here")
     return kw
@@ -84,7 +84,8 @@ def quantize(binary: Path, model: Path, ftype: str, out_dir: Path, *, imatrix: P
     result = {"returncode": run.returncode, "types": {},
               "log_tail": "\n".join((run.stdout + run.stderr).strip().splitlines()[-6:])}
     if run.returncode == 0:
-        result["types"] = {t.name: T(int(t.tensor_type)).name for t in GGUFReader(out).tensors}
+        # qpatch's own header reader: the gguf package does not know every pin's types (Q2_0)
+        result["types"] = {t.name: t.type.name for t in read_header(out).tensors}
         out.unlink()
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".{os.getpid()}.tmp")

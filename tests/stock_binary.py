@@ -16,25 +16,38 @@ from qpatch.cache import cache_root
 from qpatch.checkout import Checkout
 from qpatch.pins import load_pin
 
-PIN = "4227c9be"
+PIN = "4227c9be"  # the b6700 family's real-run proofs; the current family's use CURRENT_PIN
+CURRENT_PIN = "0c1e57098"
 
 
-def pin_dir() -> Path:
-    return cache_root() / "test" / f"stock-{PIN}"
+def pin_dir(pin: str = PIN) -> Path:
+    return cache_root() / "test" / f"stock-{pin}"
 
 
-def locked():
+def locked(pin: str = PIN):
     """Hold the pin's cache lock (xdist workers fetch and build one at a time)."""
-    return file_lock(pin_dir() / "lock")
+    return file_lock(pin_dir(pin) / "lock")
 
 
-def stock_quantize() -> Path:
-    """Path of the stock llama-quantize, fetching the pristine tree and building when needed (incremental)."""
-    tree = pin_dir() / "llama.cpp"
-    with locked():
-        if not (tree / ".git").exists():
-            co = Checkout(tree)
-            co.fetch(load_pin(PIN), source="sdist")
-            co.close()
+def _fetch(pin: str, tree: Path):
+    if not (tree / ".git").exists():
+        co = Checkout(tree)
+        co.fetch(load_pin(pin), source="sdist")
+        co.close()
+
+
+def stock_quantize(pin: str = PIN) -> Path:
+    """Path of the pin's stock llama-quantize, fetching the pristine tree and building when needed (incremental)."""
+    tree = pin_dir(pin) / "llama.cpp"
+    with locked(pin):
+        _fetch(pin, tree)
         bindir = build.build(tree, "cpu", ["llama-quantize"], progress=None)
     return bindir / "llama-quantize"
+
+
+def fetched_tree(pin: str) -> Path:
+    """The pin's pristine source tree (from its sdist, downloaded with pip once), without building."""
+    tree = pin_dir(pin) / "llama.cpp"
+    with locked(pin):
+        _fetch(pin, tree)
+    return tree

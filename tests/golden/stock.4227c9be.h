@@ -11,6 +11,7 @@
 
 #include <cstdio>
 #include <map>
+#include <utility>
 #include <string>
 #include <unordered_map>
 
@@ -40,6 +41,21 @@ namespace qpatch {
         return -1;
     }
     return blk;
+}
+
+// Which of stock's rule sites decides a tensor on this pin (Select(stock=...)); the family's own tests.
+[[maybe_unused]] static std::string stock_site(const std::string & name) {
+    if (name == "output.weight") return "output";
+    if (name == "token_embd.weight" || name == "per_layer_token_embd.weight") return "token_embd";
+    static const std::pair<const char *, const char *> tests[] = {  // llama_tensor_get_type's order
+        {"attn_v.weight", "attn_v"}, {"attn_k.weight", "attn_k"}, {"attn_q.weight", "attn_q"},
+        {"ffn_down", "ffn_down"}, {"attn_output.weight", "attn_output"}, {"attn_qkv.weight", "attn_qkv"},
+        {"ffn_gate", "ffn_gate"}, {"ffn_up", "ffn_up"},
+    };
+    for (const auto & t : tests) {
+        if (name.find(t.first) != std::string::npos) return t.second;
+    }
+    return "other";
 }
 
 // Ordinals of every tensor within its kind (and within each counter group), filled by

@@ -194,6 +194,7 @@ class Ctx:
     stock: T
     default: T
     pos: Positions
+    site: str = "other"  # which of stock's rule sites decides this tensor on the pin (Select(stock=...))
 
 
 def use_more_bits(i: int, n: int) -> bool:
@@ -265,6 +266,8 @@ def selects(r: Rule, x: Ctx) -> bool:
         return x.kind in s.kinds
     if s.contains:
         return s.contains in x.name
+    if s.stock:
+        return x.site == s.stock
     return re.search(s.pattern, x.name) is not None
 
 

@@ -120,6 +120,8 @@ def select_cpp(sel) -> str:
         return "(" + " || ".join(f"kind == {_str(k)}" for k in sel.kinds) + ")"
     if sel.contains:
         return f"name.find({_str(sel.contains)}) != std::string::npos"
+    if sel.stock:
+        return f"stock_site(name) == std::string({_str(sel.stock)})"
     # ECMAScript regex (what llama-quantize's --tensor-type uses); compiled once per rule
     return f"[&] {{ static const std::regex re({_str(sel.pattern)}); return std::regex_search(name, re); }}()"
 

@@ -262,22 +262,34 @@ LADDER: tuple[T, ...] = (
 # ------------------------------------------------------------------------------ rules
 
 
+# The rule sites of stock type choice a selector may name (each family maps tensor names onto them).
+STOCK_SITES = ("token_embd", "output", "attn_q", "attn_k", "attn_v", "attn_qkv", "attn_output", "ffn_up", "ffn_gate",
+               "ffn_down", "other")
+
+
 @dataclass(frozen=True)
 class Select:
-    """Which tensors: exact kinds, a substring of the name, or a regex searched in the name."""
+    """Which tensors: exact kinds, a substring of the name, a regex searched in the name, or the tensors
+    that one of stock's rule sites reaches on the pin (`stock="attn_v"`: every tensor stock's attn_v rules
+    decide; on the b6700 family that is attn_v, on the current family attn_v, attn_qkv and attn_kv_b)."""
 
     kinds: tuple[str, ...] = ()
     contains: str | None = None
     pattern: str | None = None
+    stock: str | None = None
 
     def __post_init__(self):
-        given = sum(bool(x) for x in (self.kinds, self.contains, self.pattern))
+        given = sum(bool(x) for x in (self.kinds, self.contains, self.pattern, self.stock))
         if given != 1:
-            raise PolicyError("a selector takes exactly one of kinds=, contains=, pattern=")
+            raise PolicyError("a selector takes exactly one of kinds=, contains=, pattern=, stock=")
+        if self.stock is not None and self.stock not in STOCK_SITES:
+            raise PolicyError(f"Select(stock={self.stock!r}): stock's rule sites are {', '.join(STOCK_SITES)}")
 
     def describe(self):
         if self.kinds:
             return ",".join(self.kinds)
+        if self.stock:
+            return f"stock's {self.stock} site"
         if self.contains:
             return f"*{self.contains}*"
         return f"/{self.pattern}/"

@@ -15,7 +15,7 @@ from ...evaluate import Ctx, Options, Plan, Positions, TensorPlan, fallback_tabl
 from ...model_facts import ModelFacts, kind_of
 from ...policy.model import Policy
 from ..base import Family
-from .stock import FALLBACK, StockModel, StockState, fallback
+from .stock import FALLBACK, StockModel, StockState, fallback, stock_site
 
 # ftypes llama-quantize refuses to run without an imatrix (main() of quantize.cpp).
 NEEDS_IMATRIX = frozenset({"IQ2_XS", "IQ2_XXS", "IQ2_S", "Q2_K_S", "IQ1_S", "IQ1_M"})
@@ -81,7 +81,8 @@ def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
         elif is_quantized(ft.default):
             chosen = True
             new, why = stock.choose(name, shape, ft.default)
-            x = Ctx(name, kind_of(name), shape, model, ft.name, opts.has_imatrix, new, ft.default, positions)
+            x = Ctx(name, kind_of(name), shape, model, ft.name, opts.has_imatrix, new, ft.default, positions,
+                    stock_site(name))
             picked, r = policy_choice(policy, x)
             if r is not None:
                 new, why = picked, r.source

@@ -61,6 +61,20 @@ def is_70b(m: ModelFacts) -> bool:
     return m.arch in _ARCH_70B_AT_80
 
 
+def stock_site(name: str) -> str:
+    """The branch of llama_tensor_get_type that decides `name`, in its order of substring tests."""
+    if name == "output.weight":
+        return "output"
+    if name in ("token_embd.weight", "per_layer_token_embd.weight"):
+        return "token_embd"
+    for sub, site in (("attn_v.weight", "attn_v"), ("attn_k.weight", "attn_k"), ("attn_q.weight", "attn_q"),
+                      ("ffn_down", "ffn_down"), ("attn_output.weight", "attn_output"), ("attn_qkv.weight", "attn_qkv"),
+                      ("ffn_gate", "ffn_gate"), ("ffn_up", "ffn_up")):
+        if sub in name:
+            return site
+    return "other"
+
+
 def use_more_bits(i: int, n: int) -> bool:
     """llama.cpp's use_more_bits with C integer semantics (truncating division and modulo)."""
     return i < n // 8 or i >= 7 * n // 8 or _cmod(i - n // 8, 3) == 2

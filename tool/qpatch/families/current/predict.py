@@ -19,7 +19,9 @@ from ...evaluate import Ctx, Options, Plan, Positions, TensorPlan, ggml_n_dims, 
 from ...model_facts import ModelFacts, block_of, kind_of
 from ...policy.model import Policy
 from ..base import Family
-from .stock import TOKEN_EMBD, OUTPUT, NoFallback, StockModel, StockState, category, fallback, requires_imatrix
+from .stock import (
+    OUTPUT, TOKEN_EMBD, NoFallback, StockModel, StockState, category, fallback, requires_imatrix, stock_site,
+)
 
 _NEVER = ("ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel", "per_layer_model_proj",
           "ssm_conv1d", "shortconv.conv.weight", "indexer.k_proj.weight", "indexer.q_proj.weight",
@@ -124,7 +126,8 @@ def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
                     new, why = manual[1], f"--tensor-type {manual[0]}={manual[1].name.lower()}"
                 elif not opts.pure:
                     new, why = stock.mix(name, shape, new, cat)
-                    x = Ctx(name, kind_of(name), shape, model, ft.name, opts.has_imatrix, new, ft.default, positions)
+                    x = Ctx(name, kind_of(name), shape, model, ft.name, opts.has_imatrix, new, ft.default, positions,
+                            stock_site(name))
                     picked, r = policy_choice(policy, x)
                     if r is not None:
                         new, why = picked, r.source

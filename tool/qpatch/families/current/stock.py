@@ -66,6 +66,12 @@ def category(name: str) -> str:
     return OTHER
 
 
+def stock_site(name: str) -> str:
+    """The rule site of llama_tensor_get_type_impl that decides `name` (attn_qkv and attn_kv_b are attn_v's)."""
+    cat = category(name)
+    return "attn_v" if cat in _ATTN_V_LIKE else cat
+
+
 def is_70b(m: ModelFacts) -> bool:
     """model.type == LLM_TYPE_70B; load_hparams switches on n_layer() = block count - nextn layers."""
     n = m.n_layer - m.n_layer_nextn
