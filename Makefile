@@ -18,6 +18,8 @@ help:
 	@echo "make build-cpu   build TARGETS (default llama-quantize) of the checkout DIR into DIR/build-cpu/bin"
 	@echo "make build-cuda  the same with CUDA into DIR/build-cuda/bin (CUDA_ARCHS='80;90', default: the GPU present)"
 	@echo "make golden      regenerate the golden C++ renders under tests/golden/"
+	@echo "make docs        regenerate docs/policies/*.md (rules, plans, differences between pins)"
+	@echo "make catalogues  re-extract a family's catalogue.json from a fetched pin (FAMILY=, TREE=)"
 
 setup: $(BIN)/qpatch
 

@@ -6,7 +6,8 @@ a clean build of the pristine tree (the stock binary, copied aside), then `apply
 + build (the hook touches llama-quant.cpp), then policy switches, each rebuilt and timed.
 Quantization: a DeepSeek-V3-shaped thin model at Q4_K_M and IQ2_XXS, several runs each, medians,
 unpatched against patched with the `stock` policy (same types, so only the hook's cost differs).
-Prints one table; numbers are for this machine (`nproc` cores).
+Prints one table; numbers are for this machine (`nproc` cores). The pin is the default one
+(QPATCH_BENCH_PIN=4227c9be for the older).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from qpatch import apply, build
 from qpatch.cache import cache_root
 from qpatch.checkout import Checkout
-from qpatch.pins import load_pin
+from qpatch.pins import DEFAULT_PIN, load_pin
 from qpatch.synth import deepseek_v3, write_imatrix, write_model
 
 RUNS = int(os.environ.get("QPATCH_BENCH_RUNS", "5"))
@@ -40,7 +41,7 @@ def main() -> int:
     co_dir = root / "llama.cpp"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    pin = load_pin("4227c9be")
+    pin = load_pin(os.environ.get("QPATCH_BENCH_PIN", DEFAULT_PIN))
     Checkout(co_dir).fetch(pin, source="sdist")
     b = lambda: build.build(co_dir, "cpu", ["llama-quantize"], progress=None)  # noqa: E731
     clean = timed(b)
@@ -54,7 +55,7 @@ def main() -> int:
         switches.append((pol, timed(b)))
     patched = co_dir / "build-cpu" / "bin" / "llama-quantize"
 
-    rows = [("clean build of llama-quantize (pristine 4227c9be)", f"{clean:.1f} s", "")]
+    rows = [(f"clean build of llama-quantize (pristine {pin.name})", f"{clean:.1f} s", "")]
     rows.append(("apply deepseek-v3 on pristine, rebuild (hook + header)", f"{hook:.1f} s", f"{hook / clean:.1%}"))
     for pol, t in switches:
         rows.append((f"switch policy -> {pol}, rebuild", f"{t:.1f} s", f"{t / clean:.1%} (goal <= 8%)"))

@@ -11,6 +11,11 @@ Linux carries a process's peak RSS across exec, so a child forked from a big par
 the parent's size: this script therefore stays small (no numpy, no gguf) and writes the model
 in a child process of its own.
 
+Then, side by side, what a user would run instead: the same pin's `llama-quantize --dry-run`
+(0c1e57098, built once under ~/.cache/qpatch/test/ like the tests' stock binary) against
+`qpatch plan --pin 0c1e57098` on the real DeepSeek-V3.1 layout (../shared/reference/real-layouts,
+1086 tensors, 1.34 TB apparent, a hole), with the ratio of their medians.
+
 Usage: .venv/bin/python bench/bench_plan.py [--runs N] [--dir DIR]
 """
 
@@ -57,6 +62,50 @@ print(len(spec.tensors()), *paths, sep="\\n")
 """
 
 
+WRITE_REAL = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+import real_layouts
+print(real_layouts.write("DeepSeek-V3.1-Terminus.json", Path(sys.argv[1]) / "DeepSeek-V3.1-Terminus.gguf"))
+"""
+
+BUILD_STOCK = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import stock_binary
+print(stock_binary.stock_quantize(stock_binary.CURRENT_PIN))
+"""
+
+
+def side_by_side(where: Path, qpatch: Path, runs: int):
+    tests = Path(__file__).resolve().parents[1] / "tests"
+    model = subprocess.run([sys.executable, "-c", WRITE_REAL, str(where), str(tests)], check=True,
+                           capture_output=True, text=True).stdout.strip()
+    binary = subprocess.run([sys.executable, "-c", BUILD_STOCK, str(tests)], check=True, capture_output=True,
+                            text=True).stdout.strip().splitlines()[-1]
+    cases = [
+        ("llama-quantize --dry-run IQ1_M (0c1e57098)", [binary, "--dry-run", model, "IQ1_M", "1"]),
+        ("qpatch plan -f IQ1_M --pin 0c1e57098", [str(qpatch), "plan", model, "-f", "IQ1_M", "--pin", "0c1e57098"]),
+        ("  same, --format json", [str(qpatch), "plan", model, "-f", "IQ1_M", "--pin", "0c1e57098", "--format", "json"]),
+        ("  same, --policy deepseek-v3",
+         [str(qpatch), "plan", model, "-f", "IQ1_M", "--pin", "0c1e57098", "--policy", "deepseek-v3"]),
+    ]
+    print()
+    print(f"side by side on DeepSeek-V3.1's real layout ({Path(model).stat().st_size / 2**40:.2f} TiB apparent), "
+          f"{runs} runs per case, medians")
+    head = f"{'case':<46} {'wall':>8} {'peak RSS':>10} {'wall ratio':>11} {'RSS ratio':>10}"
+    print(head)
+    print("-" * len(head))
+    base = None
+    for label, cmd in cases:
+        run_once(cmd)
+        walls, rss = zip(*(run_once(cmd) for _ in range(runs)))
+        wall, mem = statistics.median(walls), statistics.median(rss)
+        base = base or (wall, mem)
+        print(f"{label:<46} {wall:>6.3f} s {mem:>6.1f} MiB {wall / base[0]:>10.1f}x {mem / base[1]:>9.1f}x")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
@@ -90,6 +139,7 @@ def main():
             wall, mem = statistics.median(walls), statistics.median(rss)
             ok = "ok" if wall < GOAL_S and mem * MB < GOAL_MB * 1e6 else "OVER"
             print(f"{label:<46} {wall:>6.3f} s {min(walls):>6.3f} s {max(walls):>6.3f} s {mem:>6.1f} MiB  {ok}")
+        side_by_side(where, qpatch, args.runs)
 
 
 if __name__ == "__main__":

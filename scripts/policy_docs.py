@@ -51,7 +51,7 @@ def pin_differences(name: str, models) -> list[str]:
         return ["The policy gives every tensor the same type on every shipped pin (both models, every ftype)."]
     out = ["| pin | model | ftype | imatrix | tensors | there | here | decided here by | n |", "|---|---|---|---|---|---|---|---|---|"]
     for k, n in sorted(rows.items()):
-        out.append("| " + " | ".join(k) + f" | {n} |")
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in k) + f" | {n} |")
     return out
 
 
@@ -76,7 +76,7 @@ def main(out_dir: Path):
                 parts += [f"## {ft} with imatrix on pin {DEFAULT_PIN}: what changes against stock",
                           "", f"`qpatch plan DeepSeek-V3-shaped.gguf --ftype {ft} --imatrix ... --policy {name} "
                           f"--compare stock`", "", "```", report.render_compare(base, new), "```", ""]
-            parts += [f"## Where this policy's types differ between pins", "",
+            parts += ["## Where this policy's types differ between pins", "",
                       f"Every tensor of a DeepSeek-V3-shaped and a DeepSeek-V2-Lite-shaped model, every ftype both "
                       f"pins have, imatrix on and off: the other pin's type (*there*) against {DEFAULT_PIN}'s (*here*). "
                       f"The policy's docstring above says why.", "", *pin_differences(name, models), ""]

@@ -23,6 +23,15 @@ def stock_quantize():
 
 
 @pytest.fixture(scope="session")
+def real_layout_files(tmp_path_factory):
+    """The seven real layouts of ../shared/reference/real-layouts/ as real-size sparse GGUFs."""
+    import real_layouts
+
+    d = tmp_path_factory.mktemp("real-layouts")
+    return {f: real_layouts.write(f, d / f.replace(".json", ".gguf")) for f in real_layouts.LAYOUTS}
+
+
+@pytest.fixture(scope="session")
 def current_quantize():
     """Stock llama-quantize of the current family's pin (0c1e57098), built once, cached."""
     return stock_binary.stock_quantize(stock_binary.CURRENT_PIN)

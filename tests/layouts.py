@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 from paths import ROOT
 from qpatch.catalogue import T

@@ -15,7 +15,7 @@ import differential
 import dry_run
 import zoo
 from qpatch.pins import family_of
-from qpatch.synth import Spec, write_imatrix, write_model
+from qpatch.synth import Spec, write_model
 from stock_binary import CURRENT_PIN as PIN
 
 pytestmark = pytest.mark.binary
@@ -107,15 +107,8 @@ REAL = [
 
 @pytest.mark.parametrize("model,ftype,imatrix,args,meant", [pytest.param(*c[1:], id=c[0]) for c in REAL])
 def test_real_runs(model, ftype, imatrix, args, meant, zoo_files, current_quantize, tmp_path):
-    path, full = zoo_files[model]
-    if imatrix == "full":
-        im = full
-    elif imatrix == "none":
-        im = None
-    else:
-        how, tensor = imatrix
-        im = write_imatrix(zoo.BY_NAME[model], tmp_path / "im.gguf",
-                           **({"skip": (tensor,)} if how == "skip" else {"wrong_length": (tensor,)}))
+    path, _ = zoo_files[model]
+    im = zoo.imatrix_for(model, imatrix, zoo_files, tmp_path)
     plan = differential.check(current_quantize, path, ftype, tmp_path, imatrix=im, args=args, pin=PIN)
     assert ("fails" if plan.errors else "ok") == meant, f"case no longer tests what it was written for: {plan.errors}"
     if meant == "ok":  # the dry run says the same, tensor for tensor

@@ -22,13 +22,14 @@ FTYPES = [f.name for f in family_of(PIN).catalogue.ftypes]
 
 
 @pytest.mark.parametrize("policy", POLICIES)
-def test_compiled_policy_equals_prediction_dry_run(policy, current_patched_build, zoo_files):
+def test_compiled_policy_equals_prediction_dry_run(policy, current_patched_build, zoo_files, real_layout_files):
     binary = current_patched_build.switch(policy)
     failures, n, changed = [], 0, 0
-    for model in sorted(zoo_files):
-        path, imatrix = zoo_files[model]
+    models = [(path, imatrix) for _, (path, imatrix) in sorted(zoo_files.items())]
+    models += [(path, None) for _, path in sorted(real_layout_files.items())]  # real size: no imatrix
+    for path, imatrix in models:
         for ft in FTYPES:
-            for im in (imatrix, None):
+            for im in (imatrix, None) if imatrix else (None,):
                 n += 1
                 try:
                     p = dry_run.check(binary, path, ft, pin=PIN, imatrix=im, policy=policy)
@@ -48,18 +49,9 @@ def test_compiled_policy_equals_prediction_dry_run(policy, current_patched_build
     ("ffn-down-bump", "deepseek-v3-thin-61L", "IQ2_XS", "full"),
 ])
 def test_compiled_policy_real_runs(policy, model, ftype, imatrix, current_patched_build, zoo_files, tmp_path):
-    from qpatch.synth import write_imatrix
-
     binary = current_patched_build.switch(policy)
-    path, full = zoo_files[model]
-    if imatrix == "full":
-        im = full
-    elif imatrix == "none":
-        im = None
-    else:
-        how, tensor = imatrix
-        im = write_imatrix(zoo.BY_NAME[model], tmp_path / "im.gguf",
-                           **({"skip": (tensor,)} if how == "skip" else {"wrong_length": (tensor,)}))
+    path, _ = zoo_files[model]
+    im = zoo.imatrix_for(model, imatrix, zoo_files, tmp_path)
     plan = differential.check(binary, path, ftype, tmp_path, imatrix=im, policy=policy, pin=PIN)
     assert not plan.errors
     if imatrix not in ("full", "none"):

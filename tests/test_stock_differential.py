@@ -17,7 +17,7 @@ from qpatch.pins import family_of
 from stock_binary import PIN
 
 FTYPES = family_of(PIN).catalogue.ftypes
-from qpatch.synth import Spec, write_imatrix, write_model
+from qpatch.synth import Spec, write_model
 
 pytestmark = pytest.mark.binary
 
@@ -69,15 +69,8 @@ OPTIONS = [
 
 @pytest.mark.parametrize("model,ftype,imatrix,args,meant", [pytest.param(*c[1:], id=c[0]) for c in OPTIONS])
 def test_options(model, ftype, imatrix, args, meant, zoo_files, stock_quantize, tmp_path):
-    path, full = zoo_files[model]
-    if imatrix == "full":
-        im = full
-    elif imatrix == "none":
-        im = None
-    else:
-        how, tensor = imatrix
-        im = write_imatrix(zoo.BY_NAME[model], tmp_path / "im.gguf",
-                           **({"skip": (tensor,)} if how == "skip" else {"wrong_length": (tensor,)}))
+    path, _ = zoo_files[model]
+    im = zoo.imatrix_for(model, imatrix, zoo_files, tmp_path)
     plan = check(stock_quantize, path, ftype, tmp_path, imatrix=im, args=args)
     assert ("fails" if plan.errors else "ok") == meant, f"case no longer tests what it was written for: {plan.errors}"
 

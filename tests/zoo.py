@@ -55,3 +55,15 @@ def write_zoo(directory: Path, specs=ZOO) -> dict[str, tuple[Path, Path]]:
         write_imatrix(s, im)
         out[s.name] = (model, im)
     return out
+
+
+def imatrix_for(model: str, how, zoo_files, tmp_path: Path) -> Path | None:
+    """The imatrix a test case names: "full" (the zoo's), "none", or ("skip"|"wrong", tensor): the full one
+    with that tensor's entry left out or of the wrong length."""
+    if how == "full":
+        return zoo_files[model][1]
+    if how == "none":
+        return None
+    kind, tensor = how
+    return write_imatrix(BY_NAME[model], tmp_path / "im.gguf",
+                         **({"skip": (tensor,)} if kind == "skip" else {"wrong_length": (tensor,)}))

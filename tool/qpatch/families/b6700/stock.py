@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...catalogue import T, block_size
+from ...evaluate import use_more_bits
 from ...model_facts import ModelFacts, block_of
 
 # The six very-low-bit ftypes that share one branch in stock.
@@ -24,7 +25,7 @@ LOW_BIT = frozenset({"IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"})
 _OUTPUT_Q5K = frozenset({"IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"})
 
 # token_embd.weight when not tied.
-_TOKEN_EMBD = {
+TOKEN_EMBD = {
     "IQ2_XXS": T.Q2_K, "IQ2_XS": T.Q2_K, "IQ1_S": T.Q2_K, "IQ1_M": T.Q2_K,
     "IQ2_S": T.IQ3_S, "IQ2_M": T.IQ3_S, "IQ3_XXS": T.IQ3_S,
     "TQ1_0": T.Q4_K, "TQ2_0": T.Q4_K,
@@ -75,16 +76,6 @@ def stock_site(name: str) -> str:
     return "other"
 
 
-def use_more_bits(i: int, n: int) -> bool:
-    """llama.cpp's use_more_bits with C integer semantics (truncating division and modulo)."""
-    return i < n // 8 or i >= 7 * n // 8 or _cmod(i - n // 8, 3) == 2
-
-
-def _cmod(a: int, b: int) -> int:
-    r = abs(a) % abs(b)
-    return -r if a < 0 else r
-
-
 @dataclass
 class StockState:
     """quantize_state_impl's counters."""
@@ -125,6 +116,9 @@ class StockModel:
                 raise ValueError(f"Failed to determine layer for tensor {name}")
             return i, self.s.n_layer
         return counter, self.s.n_layer
+
+    def _is_70b(self) -> bool:
+        return is_70b(self.m)
 
     def _two(self, otherwise: T) -> T:
         return T.IQ3_S if self.ftype in ("IQ2_S", "IQ2_M") else otherwise
@@ -180,25 +174,33 @@ class StockModel:
         # "Unsupported tensor size" abort) sees the user's type, not the ftype's.
         if self.token_embedding_type is not None:
             return self.token_embedding_type, "--token-embedding-type"
-        t = _TOKEN_EMBD.get(self.ftype)
+        t = TOKEN_EMBD.get(self.ftype)
         return (t, f"stock:token_embd/{self.ftype}") if t else (default, "default")
 
     def _low_bit(self, name, default) -> tuple[T, str]:
+        # its own substring tests, in this order: attn_v, attn_k, ffn_down, attn_output
+        site = next((site for sub, site in (("attn_v.weight", "attn_v"), ("attn_k.weight", "attn_k"),
+                                            ("ffn_down", "ffn_down"), ("attn_output.weight", "attn_output"))
+                     if sub in name), "other")
+        return self._low_bit_at(site, default)
+
+    def _low_bit_at(self, site: str, default) -> tuple[T, str]:
+        """The low-bit ftypes' branch for a tensor at `site` (the attn_v, attn_k, ffn_down or attn_output rules)."""
         f, m, s = self.ftype, self.m, self.s
-        if "attn_v.weight" in name:
+        if site == "attn_v":
             s.i_attention_wv += 1
             if m.n_gqa >= 4 or m.n_expert >= 4:
                 return T.Q4_K, "stock:low-bit/attn_v gqa>=4|experts>=4"
             return self._two(T.Q2_K), "stock:low-bit/attn_v"
-        if m.n_expert == 8 and "attn_k.weight" in name:
+        if m.n_expert == 8 and site == "attn_k":
             return T.Q4_K, "stock:low-bit/attn_k n_expert==8"
-        if "ffn_down" in name:
+        if site == "ffn_down":
             i = s.i_ffn_down
             s.i_ffn_down += 1
             if i < s.n_layer // 8:
                 return self._two(T.Q2_K), "stock:low-bit/ffn_down counter<n/8"
             return default, "default"
-        if "attn_output.weight" in name:
+        if site == "attn_output":
             if m.n_expert == 8:
                 return T.Q5_K, "stock:low-bit/attn_output n_expert==8"
             if f in ("IQ1_S", "IQ1_M"):
@@ -232,7 +234,7 @@ class StockModel:
             t, why = T.Q6_K, f"stock:attn_v/{f} use_more_bits"
         elif f == "Q4_K_S" and s.i_attention_wv < 4:
             t, why = T.Q5_K, "stock:attn_v/Q4_K_S first four"
-        if is_70b(m) and t in (T.Q3_K, T.Q4_K):
+        if self._is_70b() and t in (T.Q3_K, T.Q4_K):
             t, why = T.Q5_K, "stock:attn_v/70B"
         if m.n_expert == 8:
             t, why = T.Q8_0, "stock:attn_v n_expert==8"

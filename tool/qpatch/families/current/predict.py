@@ -16,7 +16,7 @@ import re
 
 from ...catalogue import T, block_size, is_quantized, tensor_bytes
 from ...evaluate import Ctx, Options, Plan, Positions, TensorPlan, ggml_n_dims, policy_choice
-from ...model_facts import ModelFacts, block_of, kind_of
+from ...model_facts import ModelFacts, kind_of
 from ...policy.model import Policy
 from ..base import Family
 from .stock import (

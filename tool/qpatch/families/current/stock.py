@@ -1,10 +1,11 @@
 """Stock type choice of the current family (0c1e57098 `src/llama-quant.cpp`).
 
 `llama_tensor_get_type` (the wrapper: overrides, --pure, the fallback) calls
-`llama_tensor_get_type_impl` (the mix) over a `tensor_category` per name. Re-expressed here
-branch by branch with llama.cpp's tests and order; each decision carries a label that
-`qpatch plan` shows. The counters live in `StockState` and advance where stock advances them.
-Differences from the b6700 family that matter: `attn_qkv` and `attn_kv_b` are attn_v-like
+`llama_tensor_get_type_impl` (the mix) over a `tensor_category` per name. The mix's branches
+are b6700's, word for word where upstream did not touch them, so `StockModel` here is the b6700
+family's with what 0c1e57098 changed overridden: the classifier (categories, their order, the
+GLM5_NEXT and BAILINGMOE3 rules), the low-bit branch, layer checks, LLM_TYPE_70B, the token
+embedding table. Each decision carries a label that `qpatch plan` shows. Differences that matter: `attn_qkv` and `attn_kv_b` are attn_v-like
 (their own attn_qkv table is unreachable), the dense-layer count for `ffn_*` is the block
 count while `i_ffn_down` still counts tensors, GLM5_NEXT and BAILINGMOE3 rules, Q1_0/Q2_0,
 and a fallback that keeps a 32-block type (then F16) and throws for the rest.
@@ -18,20 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...catalogue import T, block_size
-from ...evaluate import use_more_bits
-from ...model_facts import ModelFacts, block_of
+from ...model_facts import ModelFacts
+from ..b6700 import stock as b6700
 
-LOW_BIT = frozenset({"IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"})
-_OUTPUT_Q5K = frozenset({"IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"})
-_TOKEN_EMBD = {
-    "IQ2_XXS": T.Q2_K, "IQ2_XS": T.Q2_K, "IQ1_S": T.Q2_K, "IQ1_M": T.Q2_K,
-    "IQ2_S": T.IQ3_S, "IQ2_M": T.IQ3_S, "IQ3_XXS": T.IQ3_S,
-    "TQ1_0": T.Q4_K, "TQ2_0": T.Q4_K, "Q2_0": T.Q4_K,
-}
-_ATTN_OUT_E8 = frozenset({
-    "Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M", "IQ3_S", "IQ3_M", "IQ4_XS",
-})
-_ATTN_OUT = {"Q2_K": T.Q3_K, "IQ3_XXS": T.IQ3_S, "Q3_K_M": T.Q4_K, "Q3_K_L": T.Q5_K, "IQ3_M": T.Q4_K}
+_TOKEN_EMBD = {**b6700.TOKEN_EMBD, "Q2_0": T.Q4_K}
 
 # tensor_type_fallback's switch; types not listed: a 32-block type stays (then F16), others throw.
 FALLBACK: dict[T, T] = {
@@ -124,6 +115,10 @@ class StockState:
     i_ffn_gate: int = 0
     i_ffn_up: int = 0
 
+    @property
+    def n_layer(self) -> int:  # the name b6700's branches read the dense-layer count by
+        return self.n_ffn
+
     @classmethod
     def for_tensors(cls, model: ModelFacts, names: list[str], has_imatrix: bool) -> "StockState":
         cats = [category(n) for n in names]
@@ -131,31 +126,24 @@ class StockState:
                    has_tied_embeddings=OUTPUT not in cats, has_imatrix=has_imatrix)
 
 
-class StockModel:
+class StockModel(b6700.StockModel):
     """llama_tensor_get_type_impl for one model and ftype; call `mix` in processing order."""
 
     def __init__(self, model: ModelFacts, ftype: str, state: StockState, output_tensor_type: T | None):
-        self.model = model
-        self.ftype = ftype
-        self.state = state
-        self.output_tensor_type = output_tensor_type
+        # --token-embedding-type returns in the wrapper, before the mix: never seen here
+        super().__init__(model, ftype, state, output_tensor_type, None)
+
+    def _is_70b(self) -> bool:
+        return is_70b(self.m)
 
     def _layer(self, counter: int, name: str) -> tuple[int, int]:
-        n = self.state.n_ffn
-        if max(1, self.model.n_expert) > 1:
-            i = block_of(name)
-            if i < 0:
-                raise ValueError(f"Failed to determine layer for tensor {name}")
-            if i >= n:
-                raise ValueError(f"Bad layer {i} for tensor {name}. Must be in [0, {n})")
-            return i, n
-        return counter, n
-
-    def _two(self, otherwise: T) -> T:
-        return T.IQ3_S if self.ftype in ("IQ2_S", "IQ2_M") else otherwise
+        i, n = super()._layer(counter, name)
+        if i >= n:
+            raise ValueError(f"Bad layer {i} for tensor {name}. Must be in [0, {n})")
+        return i, n
 
     def mix(self, name: str, ne: tuple[int, ...], new: T, cat: str) -> tuple[T, str]:
-        f, m, s = self.ftype, self.model, self.state
+        f, m, s = self.ftype, self.m, self.s
         if m.arch == "glm5-next" and any(k in name for k in ("attn_q_a", "attn_q_b", "nextn.eh_proj")):
             if new not in (T.F32, T.BF16, T.F16):
                 return T.Q8_0, "stock:glm5-next/keep q8_0"
@@ -168,15 +156,12 @@ class StockModel:
         if cat == TOKEN_EMBD:
             t = _TOKEN_EMBD.get(f)
             return (t, f"stock:token_embd/{f}") if t else (new, "default")
-        if f in LOW_BIT:
-            return self._low_bit(cat, new)
+        if f in b6700.LOW_BIT:
+            return self._low_bit_at("attn_v" if cat in _ATTN_V_LIKE else cat, new)  # attn_qkv/kv_b: attn_v's rule
         if cat in _ATTN_V_LIKE:
             return self._attn_v(new)
         if cat == ATTENTION_K:
-            if m.n_expert == 8:
-                return T.Q8_0, "stock:attn_k n_expert==8"
-            return {"IQ3_XS": (T.IQ3_XXS, "stock:attn_k/IQ3_XS"),
-                    "IQ3_XXS": (T.IQ2_S, "stock:attn_k/IQ3_XXS")}.get(f, (new, "default"))
+            return self._attn_k(new)
         if cat == ATTENTION_Q:
             return {"IQ3_XS": (T.IQ3_XXS, "stock:attn_q/IQ3_XS"),
                     "IQ3_XXS": (T.IQ2_S, "stock:attn_q/IQ3_XXS")}.get(f, (new, "default"))
@@ -189,135 +174,3 @@ class StockModel:
         if cat == FFN_UP:
             return self._gate_up(name, new, "i_ffn_up", "ffn_up")
         return new, "default"
-
-    def _output(self, ne, new: T) -> tuple[T, str]:
-        if self.output_tensor_type is not None:  # reached only by a tied token_embd
-            return self.output_tensor_type, "--output-tensor-type (tied token_embd)"
-        f = self.ftype
-        if f == "MXFP4_MOE":
-            return T.Q8_0, "stock:output/mxfp4_moe"
-        if self.model.arch == "falcon" or ne[0] % block_size(new) != 0:
-            return T.Q8_0, "stock:output/falcon-or-row"
-        if f in _OUTPUT_Q5K:
-            return T.Q5_K, "stock:output/low-bit"
-        if new != T.Q8_0:
-            return T.Q6_K, "stock:output"
-        return new, "stock:output/q8_0"
-
-    def _low_bit(self, cat: str, new: T) -> tuple[T, str]:
-        f, m, s = self.ftype, self.model, self.state
-        if cat in _ATTN_V_LIKE:
-            s.i_attention_wv += 1
-            if m.n_gqa >= 4 or m.n_expert >= 4:
-                return T.Q4_K, "stock:low-bit/attn_v-like gqa>=4|experts>=4"
-            return self._two(T.Q2_K), "stock:low-bit/attn_v-like"
-        if m.n_expert == 8 and cat == ATTENTION_K:
-            return T.Q4_K, "stock:low-bit/attn_k n_expert==8"
-        if cat == FFN_DOWN:
-            i = s.i_ffn_down
-            s.i_ffn_down += 1
-            if i < s.n_ffn // 8:
-                return self._two(T.Q2_K), "stock:low-bit/ffn_down tensor counter<blocks/8"
-            return new, "default"
-        if cat == ATTENTION_OUTPUT:
-            if m.n_expert == 8:
-                return T.Q5_K, "stock:low-bit/attn_output n_expert==8"
-            if f in ("IQ1_S", "IQ1_M"):
-                return T.IQ2_XXS, "stock:low-bit/attn_output"
-            if f in ("IQ2_S", "IQ2_M"):
-                return T.IQ3_S, "stock:low-bit/attn_output"
-        return new, "default"
-
-    def _attn_v(self, new: T) -> tuple[T, str]:
-        f, m, s = self.ftype, self.model, self.state
-        gqa4 = m.n_gqa >= 4
-        t, why = new, "default"
-        if f == "Q2_K":
-            t, why = (T.Q4_K if gqa4 else T.Q3_K), "stock:attn_v-like/Q2_K"
-        elif f == "Q2_K_S" and gqa4:
-            t, why = T.Q4_K, "stock:attn_v-like/Q2_K_S gqa>=4"
-        elif f == "IQ3_XXS":
-            t = T.Q4_K if gqa4 else (T.IQ3_S if not s.has_imatrix else T.IQ3_XXS)
-            why = "stock:attn_v-like/IQ3_XXS"
-        elif f in ("IQ3_XS", "IQ3_S") and gqa4:
-            t, why = T.Q4_K, f"stock:attn_v-like/{f} gqa>=4"
-        elif f == "IQ3_M":
-            t, why = T.Q4_K, "stock:attn_v-like/IQ3_M"
-        elif f == "Q3_K_M":
-            t, why = (T.Q5_K if s.i_attention_wv < 2 else T.Q4_K), "stock:attn_v-like/Q3_K_M first two"
-        elif f == "Q3_K_L":
-            t, why = T.Q5_K, "stock:attn_v-like/Q3_K_L"
-        elif f in ("IQ4_NL", "IQ4_XS") and gqa4:
-            t, why = T.Q5_K, f"stock:attn_v-like/{f} gqa>=4"
-        elif f in ("Q4_K_M", "Q5_K_M") and use_more_bits(s.i_attention_wv, s.n_attention_wv):
-            t, why = T.Q6_K, f"stock:attn_v-like/{f} use_more_bits"
-        elif f == "Q4_K_S" and s.i_attention_wv < 4:
-            t, why = T.Q5_K, "stock:attn_v-like/Q4_K_S first four"
-        if is_70b(m) and t in (T.Q3_K, T.Q4_K):
-            t, why = T.Q5_K, "stock:attn_v-like/70B"
-        if m.n_expert == 8:
-            t, why = T.Q8_0, "stock:attn_v-like n_expert==8"
-        s.i_attention_wv += 1
-        return t, why
-
-    def _ffn_down(self, name: str, new: T) -> tuple[T, str]:
-        f, m, s = self.ftype, self.model, self.state
-        i, n = self._layer(s.i_ffn_down, name)
-        falcon = m.arch == "falcon"
-        t, why = new, "default"
-        if f == "Q2_K":
-            t, why = T.Q3_K, "stock:ffn_down/Q2_K"
-        elif f == "Q2_K_S":
-            if i < n // 8:
-                t, why = T.Q4_K, "stock:ffn_down/Q2_K_S i<n/8"
-        elif f == "IQ3_XXS" and not s.has_imatrix:
-            t, why = (T.Q4_K if i < n // 8 else T.Q3_K), "stock:ffn_down/IQ3_XXS no imatrix"
-        elif f == "Q3_K_M":
-            if i < n // 16:
-                t = T.Q5_K
-            elif not falcon or use_more_bits(i, n):
-                t = T.Q4_K
-            else:
-                t = T.Q3_K
-            why = "stock:ffn_down/Q3_K_M"
-        elif f == "IQ3_M" and (i < n // 8 or (m.n_expert == 8 and use_more_bits(i, n))):
-            t, why = T.Q4_K, "stock:ffn_down/IQ3_M"
-        elif f == "Q3_K_L":
-            t, why = (T.Q4_K if falcon else T.Q5_K), "stock:ffn_down/Q3_K_L"
-        elif f == "Q4_K_M":
-            if falcon:
-                t = T.Q6_K if i < n // 16 else (T.Q5_K if use_more_bits(i, n) else T.Q4_K)
-                why = "stock:ffn_down/Q4_K_M falcon"
-            elif use_more_bits(i, n):
-                t, why = T.Q6_K, "stock:ffn_down/Q4_K_M use_more_bits"
-        elif i < n // 8 and f in ("IQ4_NL", "IQ4_XS") and not s.has_imatrix:
-            t, why = T.Q5_K, f"stock:ffn_down/{f} i<n/8 no imatrix"
-        elif f == "Q5_K_M" and use_more_bits(i, n):
-            t, why = T.Q6_K, "stock:ffn_down/Q5_K_M use_more_bits"
-        elif f == "Q4_K_S" and not falcon and i < n // 8:
-            t, why = T.Q5_K, "stock:ffn_down/Q4_K_S i<n/8"
-        elif f in ("Q4_0", "Q5_0") and s.has_imatrix and i < n // 8:
-            t, why = (T.Q4_1 if f == "Q4_0" else T.Q5_1), f"stock:ffn_down/{f} imatrix i<n/8"
-        s.i_ffn_down += 1
-        return t, why
-
-    def _attn_output(self, new: T) -> tuple[T, str]:
-        f, m = self.ftype, self.model
-        if m.arch != "falcon":
-            if m.n_expert == 8:
-                if f in _ATTN_OUT_E8:
-                    return T.Q5_K, "stock:attn_output n_expert==8"
-                return new, "default"
-            t = _ATTN_OUT.get(f)
-            return (t, f"stock:attn_output/{f}") if t else (new, "default")
-        if f == "Q3_K_L":
-            return T.Q4_K, "stock:attn_output/falcon Q3_K_L"
-        return new, "default"
-
-    def _gate_up(self, name: str, new: T, counter: str, kind: str) -> tuple[T, str]:
-        i, n = self._layer(getattr(self.state, counter), name)
-        t, why = new, "default"
-        if self.ftype == "IQ3_XS" and (i >= n // 8 and i < 7 * n // 8):
-            t, why = T.IQ3_XXS, f"stock:{kind}/IQ3_XS middle"
-        setattr(self.state, counter, getattr(self.state, counter) + 1)
-        return t, why

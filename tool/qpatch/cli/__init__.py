@@ -1,4 +1,8 @@
-"""The `qpatch` command line: parse arguments, call the library, map errors to exit codes here only."""
+"""The `qpatch` command line: parse arguments, call the library, map errors to exit codes here only.
+
+This module defines the group and `plan`, and registers every command explicitly; the command
+modules beside it (policy, build, verify, export, synth, checkout) import nothing from here.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ import sys
 
 import click
 
-from . import __version__
-from .errors import QpatchError
+from .. import __version__
+from ..errors import QpatchError
 
 
 class QpatchGroup(click.Group):
@@ -29,7 +33,7 @@ def cli():
     """Control the ggml type of every tensor llama-quantize writes, with Python policies."""
 
 
-@cli.command("plan")
+@click.command("plan")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--ftype", "-f", required=True, help="llama-quantize ftype, e.g. Q4_K_M, IQ1_M")
 @click.option("--policy", "-p", default="stock", show_default=True, help="policy name (see `qpatch list`)")
@@ -48,7 +52,7 @@ def cli():
 def plan_cmd(model, ftype, policy, imatrix, output_tensor_type, token_embedding_type, tensor_types, tensor_type_file,
              pure, leave_output_tensor, prune_layers, pin, fmt, show_all, compare):
     """Predict the type of every tensor of MODEL for FTYPE under a policy."""
-    from . import api, report
+    from .. import api, report
 
     options = dict(imatrix=imatrix, output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type,
                    tensor_types=tensor_types, tensor_type_file=tensor_type_file, pure=pure,
@@ -68,17 +72,18 @@ def plan_cmd(model, ftype, policy, imatrix, output_tensor_type, token_embedding_
         sys.exit(8)
 
 
+# Every command, registered here explicitly (the command modules import nothing from this one).
+from . import build, checkout, export, policy, synth, verify  # noqa: E402
+
+COMMANDS = (
+    plan_cmd, policy.list_cmd, policy.show_cmd, policy.render_cmd, policy.apply_cmd, policy.diff_cmd, policy.check_cmd,
+    build.build_cmd, verify.quantize_cmd, verify.verify_cmd, export.export_cmd, synth.synth_cmd,
+    checkout.pins_cmd, checkout.fetch_cmd, checkout.status_cmd, checkout.reset_cmd, checkout.patches_grp,
+    checkout.rebase_cmd,
+)
+for _cmd in COMMANDS:
+    cli.add_command(_cmd)
+
+
 def main():
     cli(prog_name="qpatch")
-
-
-from . import cli_build  # noqa: E402,F401  (registers `qpatch build`)
-
-if __name__ == "__main__":
-    main()
-
-from . import cli_policy  # noqa: E402,F401  (registers list, show, render)
-from . import cli_verify  # noqa: E402,F401  (registers verify)
-from . import cli_export  # noqa: E402,F401  (registers export)
-from . import cli_checkout  # noqa: E402,F401  (registers pins, fetch, status, reset, patches, rebase)
-from . import cli_synth  # noqa: E402,F401  (registers synth)

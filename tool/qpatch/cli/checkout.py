@@ -12,10 +12,9 @@ from pathlib import Path
 
 import click
 
-from .cli import cli
-from .errors import CheckoutError
-from .pins import DEFAULT_PIN, available_pins, load_pin, patches_dir, series
-from .progress import Progress
+from ..errors import CheckoutError
+from ..pins import DEFAULT_PIN, available_pins, load_pin, patches_dir, series
+from ..progress import Progress
 
 # qpatch.checkout and qpatch.patchset import GitPython, which needs a git executable: they are
 # imported inside the commands, so that commands which need no checkout work without git.
@@ -51,7 +50,7 @@ def _shown(path: Path) -> str:
 
 
 def _checkout(directory: str | None):
-    from .checkout import Checkout
+    from ..checkout import Checkout
 
     return Checkout(directory, progress=ClickProgress())
 
@@ -62,7 +61,7 @@ source_option = click.option("--source", default="auto", show_default=True, meta
                              help="where to get the pin's tree; auto tries the pin's sources in order")
 
 
-@cli.command("pins")
+@click.command("pins")
 def pins_cmd():
     """List the pins: llama.cpp commits qpatch knows, and where each can come from."""
     for name in available_pins():
@@ -74,7 +73,7 @@ def pins_cmd():
             click.echo(f"    {s.describe()}")
 
 
-@cli.command("fetch")
+@click.command("fetch")
 @click.option("--pin", default=DEFAULT_PIN, show_default=True, help="which llama.cpp pin (see `qpatch pins`)")
 @source_option
 @dir_option
@@ -97,7 +96,7 @@ def fetch_cmd(pin, source, directory):
     click.echo(f"took {r.seconds:.1f} s", err=True)
 
 
-@cli.command("status")
+@click.command("status")
 @dir_option
 def status_cmd(directory):
     """Show the checkout's pin, source, pristine commit, applied policy and patches, and dirt."""
@@ -105,7 +104,7 @@ def status_cmd(directory):
     click.echo(c.status().render().replace(str(c.path), _shown(c.path), 1))
 
 
-@cli.command("reset")
+@click.command("reset")
 @dir_option
 def reset_cmd(directory):
     """Return the checkout to its pristine commit (refuses when that could lose your changes)."""
@@ -115,7 +114,7 @@ def reset_cmd(directory):
     click.echo(f"{_shown(c.path)}: {state} pristine commit {c.pristine_commit[:12]} of pin {c.pin_name}")
 
 
-@cli.group("patches")
+@click.group("patches")
 def patches_grp():
     """The pin's patch series (patches/<pin>/series)."""
 
@@ -132,7 +131,7 @@ def _pin_for(pin: str | None, directory: str | None):
 @dir_option
 def patches_list_cmd(pin, directory):
     """Each patch of the series with its header: what it does and its upstream status."""
-    from .patchset import read_patch
+    from ..patchset import read_patch
 
     p = _pin_for(pin, directory)
     paths = series(p)
@@ -151,7 +150,7 @@ def patches_list_cmd(pin, directory):
 @dir_option
 def patches_check_cmd(pin, source, directory):
     """Per patch: applies / conflicts (which file, which hunk) / already upstream; exit 5 unless all apply."""
-    from .patchset import APPLIES, format_results
+    from ..patchset import APPLIES, format_results
 
     p = _pin_for(pin, directory)
     results = _checkout(directory).check_patches(p, source=source)
@@ -161,7 +160,7 @@ def patches_check_cmd(pin, source, directory):
         raise CheckoutError(f"the series of pin {p.name} does not apply cleanly")
 
 
-@cli.command("rebase")
+@click.command("rebase")
 @click.option("--to", "to", required=True, help="the pin to move to")
 @click.option("--apply", "do_apply", is_flag=True, help="move the checkout (otherwise only report)")
 @source_option

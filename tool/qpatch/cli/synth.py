@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import click
 
-from .cli import cli
 
 PRESETS = ("deepseek-v3", "deepseek-v3-mini", "qwen3-moe", "llama-gqa")
 
 
 def _spec(preset: str):
-    from .synth import Spec, deepseek_v3
+    from ..synth import Spec, deepseek_v3
 
     if preset == "deepseek-v3":  # real hyper-parameters and row lengths, 2 rows per matrix
         return deepseek_v3(name="deepseek-v3-thin")
@@ -22,7 +21,7 @@ def _spec(preset: str):
     return Spec("llama-gqa-thin", "llama", 32, n_embd=4096, n_ff=14336, n_head=32, n_head_kv=8)
 
 
-@cli.command("synth")
+@click.command("synth")
 @click.argument("preset", type=click.Choice(PRESETS))
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--imatrix", type=click.Path(dir_okay=False), help="also write a synthetic GGUF imatrix here")
@@ -31,7 +30,7 @@ def synth_cmd(preset, out, imatrix):
     matrix, 2 stored experts): real input for plan, quantize and verify, in megabytes."""
     from pathlib import Path
 
-    from .synth import write_imatrix, write_model
+    from ..synth import write_imatrix, write_model
 
     spec = _spec(preset)
     Path(out).parent.mkdir(parents=True, exist_ok=True)

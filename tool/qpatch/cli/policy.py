@@ -4,28 +4,27 @@ from __future__ import annotations
 
 import click
 
-from .cli import cli
-from .pins import DEFAULT_PIN
+from ..pins import DEFAULT_PIN
 
 
-@cli.command("list")
+@click.command("list")
 def list_cmd():
     """List the policies in policies/: name, summary, target architectures."""
-    from . import policies_view
+    from .. import policies_view
 
     click.echo(policies_view.list_table())
 
 
-@cli.command("show")
+@click.command("show")
 @click.argument("policy")
 def show_cmd(policy):
     """Show POLICY's rules as a table, each with its file:line."""
-    from . import policies_view
+    from .. import policies_view
 
     click.echo(policies_view.show(policy))
 
 
-@cli.command("render")
+@click.command("render")
 @click.argument("policy")
 @click.option("--pin", default=DEFAULT_PIN, show_default=True, help="pin whose hook the header is rendered for")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="write here (only if changed) instead of stdout")
@@ -33,8 +32,8 @@ def render_cmd(policy, pin, output):
     """Print the C++ header generated from POLICY (what `qpatch apply` writes into the checkout)."""
     from pathlib import Path
 
-    from . import render
-    from .policy import loader
+    from .. import render
+    from ..policy import loader
 
     text = render.render(loader.load(policy), pin)
     if output:
@@ -48,14 +47,14 @@ _dir = click.option("--dir", "directory", type=click.Path(file_okay=False),
                     help="the checkout  [default: llama.cpp/ in the project]")
 
 
-@cli.command("apply")
+@click.command("apply")
 @click.argument("policy")
 @_dir
 def apply_cmd(policy, directory):
     """Apply POLICY to the checkout: the pin's hook patches + the generated header, on branch qpatch/POLICY."""
     import time
 
-    from . import apply
+    from .. import apply
 
     t0 = time.perf_counter()
     a = apply.apply(policy, directory)
@@ -65,21 +64,21 @@ def apply_cmd(policy, directory):
         click.echo("next: make build-cpu (or qpatch build --cpu); only llama-quant.cpp recompiles")
 
 
-@cli.command("diff")
+@click.command("diff")
 @click.option("--stat", is_flag=True, help="a diffstat instead of the full diff")
 @_dir
 def diff_cmd(stat, directory):
     """The checkout against its pristine upstream commit: the whole review."""
-    from . import apply
+    from .. import apply
 
     click.echo(apply.diff(directory, stat=stat))
 
 
-@cli.command("check")
+@click.command("check")
 @click.argument("policy", required=False)
 @_dir
 def check_cmd(policy, directory):
     """Exit 1 and print the diff when the checkout's generated code is stale against POLICY."""
-    from . import apply
+    from .. import apply
 
     click.echo(apply.check(policy, directory))

@@ -6,10 +6,9 @@ import sys
 
 import click
 
-from .cli import cli
 
 
-@cli.command("verify")
+@click.command("verify")
 @click.argument("quant", type=click.Path(dir_okay=False))
 @click.option("--policy", "-p", required=True, help="the policy the file should follow")
 @click.option("--source", type=click.Path(dir_okay=False), help="the unquantized model (shapes and kinds)")
@@ -21,7 +20,7 @@ from .cli import cli
 @click.option("--pure", is_flag=True)
 def verify_cmd(quant, policy, source, ftype, imatrix, tensor_types, output_tensor_type, token_embedding_type, pure):
     """Check every tensor of QUANT against the prediction; exit 1 and list the differences if any."""
-    from . import verify
+    from .. import verify
 
     r = verify.verify(quant, policy=policy, source=source, ftype=ftype, imatrix=imatrix, tensor_types=tensor_types,
                       output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure)
@@ -30,7 +29,7 @@ def verify_cmd(quant, policy, source, ftype, imatrix, tensor_types, output_tenso
     sys.exit(0)
 
 
-@cli.command("quantize", context_settings={"ignore_unknown_options": False})
+@click.command("quantize", context_settings={"ignore_unknown_options": False})
 @click.argument("model", type=click.Path(dir_okay=False, exists=True))
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--ftype", "-f", required=True)
@@ -48,8 +47,8 @@ def verify_cmd(quant, policy, source, ftype, imatrix, tensor_types, output_tenso
 def quantize_cmd(model, out, ftype, policy, imatrix, tensor_types, output_tensor_type, token_embedding_type, pure,
                  leave_output_tensor, threads, backend, checkout):
     """Quantize MODEL to OUT with the checkout's llama-quantize, then verify every tensor."""
-    from . import quantize, verify
-    from .policy.loader import repo_root
+    from .. import quantize, verify
+    from ..policy.loader import repo_root
 
     r, seconds = quantize.quantize(
         checkout or repo_root() / "llama.cpp", model, out, ftype, policy=policy, imatrix=imatrix,

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from .cli import cli
-from .errors import NotExpressible
+from ..errors import NotExpressible
 
 
 @click.command("export")
@@ -29,7 +28,7 @@ def export_cmd(policy, model, ftype, imatrix, fmt, pin, allow_partial):
     where the policy does not) are named on stderr; then the exit status is 9 unless
     --allow-partial. `#` lines on top say what the list is for and count its overrides.
     """
-    from . import api, export
+    from .. import api, export
 
     ex = export.export(api.make_plan(model, ftype, policy=policy, imatrix=imatrix, pin=pin or api.DEFAULT_PIN))
     if ex.inexpressible:
@@ -46,4 +45,3 @@ def export_cmd(policy, model, ftype, imatrix, fmt, pin, allow_partial):
     click.echo(export.render(ex, fmt, imatrix=im), nl=False)
 
 
-cli.add_command(export_cmd)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .cli import cli
 
 
-@cli.command("build")
+@click.command("build")
 @click.option("--cpu", "backend", flag_value="cpu", default=True, help="build for the CPU (default) into DIR/build-cpu")
 @click.option("--cuda", "backend", flag_value="cuda", help="build with CUDA into DIR/build-cuda (needs nvcc)")
 @click.option("--dir", "checkout_dir", default="llama.cpp", show_default=True, type=click.Path(file_okay=False),
@@ -20,8 +19,8 @@ from .cli import cli
 @click.option("--quiet", "-q", is_flag=True, help="no progress line; errors still show the build's last lines")
 def build_cmd(backend, checkout_dir, targets, jobs, cuda_archs, quiet):
     """Configure (once) and build llama.cpp's tools; prints the path of each binary."""
-    from . import build
-    from .cli_checkout import ClickProgress
+    from .. import build
+    from ..cli_checkout import ClickProgress
 
     wanted = [t for spec in targets for t in spec.replace(",", " ").split()] or list(build.DEFAULT_TARGETS)
     bindir = build.build(checkout_dir, backend, wanted, jobs=jobs,
