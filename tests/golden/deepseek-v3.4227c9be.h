@@ -297,7 +297,7 @@ static ggml_type choose(const state & st, ggml_type stock, const ggml_tensor * t
         switch (ftype) { case LLAMA_FTYPE_MOSTLY_IQ2_S: return GGML_TYPE_IQ3_S; case LLAMA_FTYPE_MOSTLY_IQ2_M: return GGML_TYPE_IQ3_S; default: return GGML_TYPE_Q2_K; }
     }
 
-    // policies/deepseek_v3.py:73: ffn_down_exps when low-bit ftype and n_expert >= 8 and (k < N/8 [ordinal in own kind]) or (k > 7N/8 [ordinal in own kind]) -> IQ2_XXS
+    // policies/deepseek_v3.py:73: ffn_down_exps when low-bit ftype and n_expert >= 8 and (k < N/8 [ordinal in own kind] or k > 7N/8 [ordinal in own kind]) -> IQ2_XXS
     if ((kind == "ffn_down_exps") && ftype_low_bit(ftype) && n_expert >= 8 && (before(p4, 1, 8) || after(p4, 7, 8))) {
         return GGML_TYPE_IQ2_XXS;
     }
@@ -307,7 +307,7 @@ static ggml_type choose(const state & st, ggml_type stock, const ggml_tensor * t
         return GGML_TYPE_IQ1_M;
     }
 
-    // policies/deepseek_v3.py:75: ffn_gate_exps,ffn_up_exps when low-bit ftype and n_expert >= 8 and (k < N/8 [ordinal in own kind]) or (k > 7N/8 [ordinal in own kind]) -> {IQ2_M:IQ3_XXS, IQ2_S:IQ2_S, IQ2_XS:IQ2_S, IQ2_XXS:IQ2_XS, IQ1_M:IQ2_XXS, IQ1_S:IQ1_M, else stock}
+    // policies/deepseek_v3.py:75: ffn_gate_exps,ffn_up_exps when low-bit ftype and n_expert >= 8 and (k < N/8 [ordinal in own kind] or k > 7N/8 [ordinal in own kind]) -> {IQ2_M:IQ3_XXS, IQ2_S:IQ2_S, IQ2_XS:IQ2_S, IQ2_XXS:IQ2_XS, IQ1_M:IQ2_XXS, IQ1_S:IQ1_M, else stock}
     if ((kind == "ffn_gate_exps" || kind == "ffn_up_exps") && ftype_low_bit(ftype) && n_expert >= 8 && (before(p4, 1, 8) || after(p4, 7, 8))) {
         switch (ftype) { case LLAMA_FTYPE_MOSTLY_IQ2_M: return GGML_TYPE_IQ3_XXS; case LLAMA_FTYPE_MOSTLY_IQ2_S: return GGML_TYPE_IQ2_S; case LLAMA_FTYPE_MOSTLY_IQ2_XS: return GGML_TYPE_IQ2_S; case LLAMA_FTYPE_MOSTLY_IQ2_XXS: return GGML_TYPE_IQ2_XS; case LLAMA_FTYPE_MOSTLY_IQ1_M: return GGML_TYPE_IQ2_XXS; case LLAMA_FTYPE_MOSTLY_IQ1_S: return GGML_TYPE_IQ1_M; default: return stock; }
     }

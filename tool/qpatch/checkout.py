@@ -175,6 +175,14 @@ class Checkout:
                 raise CheckoutError(f"{self.path} is already a checkout of pin {self.pin_name}",
                                     hint=f"move it with `qpatch rebase --to {pin.name}`, or use another --dir")
             sources.verify(self.repo, pin, self.pristine_commit, f"checkout {self.path}")
+            # the commit is right; the files on disk must be what HEAD says too
+            changed = sorted({d.a_path for d in self.repo.index.diff(None)} | {d.a_path for d in self.repo.index.diff("HEAD")})
+            touched = [p for p in changed if p in pin.hashes()]
+            if touched:
+                raise CheckoutError(f"{self.path} is pin {pin.name}, but its working tree has uncommitted changes to "
+                                    f"{', '.join(touched)}, which the pin's patches touch",
+                                    hint="see them with `git -C DIR diff`; keep them with `git stash`, or drop them "
+                                         "with `qpatch reset`")
             return FetchResult(self.path, pin.name, "already fetched", self.pristine_commit, (), False,
                                time.monotonic() - t0)
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .errors import PolicyError
 from .policy import loader
 
 
@@ -13,12 +14,18 @@ def _table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def list_table() -> str:
-    rows = []
+def list_table() -> tuple[str, list[PolicyError]]:
+    """The policies as a table; one that does not load is listed with its error (file:line), not hidden."""
+    rows, broken = [], []
     for name in loader.available():
-        p = loader.load(name)
+        try:
+            p = loader.load(name)
+        except PolicyError as e:
+            broken.append(e)
+            rows.append((name, "-", "-", f"BROKEN: {e}"))
+            continue
         rows.append((p.name, ",".join(p.archs) or "any", str(len(p.rules)), p.summary))
-    return _table(("policy", "archs", "rules", "summary"), rows)
+    return _table(("policy", "archs", "rules", "summary"), rows), broken
 
 
 def show(name: str) -> str:

@@ -177,9 +177,27 @@ def render_compare(base: Plan, new: Plan, *, markdown: bool = False) -> str:
         lines += [f"| `{r[0]}` | {r[1]} | {r[2]} | {r[3]} | {r[4]} |" for r in rows]
         return "\n".join(lines + ["", footer])
     if not rows:
-        return f"{_header(new)}\n\nno tensor changes type relative to {base.policy.name}\n{footer}"
+        return "\n".join([f"{_header(new)}", "", f"no tensor changes type relative to {base.policy.name}", footer]
+                         + _compare_errors(base, new))
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths[:3]) + f"  {{:>{widths[3]}}}  {{}}"
     lines = [_header(new), "", fmt.format(*head), fmt.format(*("-" * w for w in widths), "-" * 4)]
     lines += [fmt.format(*r) for r in rows]
-    return "\n".join(lines + ["", f"{len(rows)} groups changed; " + footer])
+    n = f"{len(rows)} group{'s' if len(rows) != 1 else ''} changed"
+    return "\n".join(lines + ["", f"{n}; " + footer] + _compare_errors(base, new))
+
+
+def _compare_errors(base: Plan, new: Plan) -> list[str]:
+    """Why llama-quantize would abort either job: `plan --compare` names them (its exit status says so)."""
+    out = []
+    for p in (base, new):
+        out += [f"error: {p.policy.name}: {e}" for e in p.errors]
+    return out
+
+
+def compare_json(base: Plan, new: Plan) -> str:
+    """`plan --compare --format json`: both plans in full and the tensors whose type differs."""
+    changes = [{"name": b.name, "from": a.type.name, "to": b.type.name, "rule": b.rule}
+               for a, b in zip(base.tensors, new.tensors) if a.type != b.type]
+    return json.dumps({"base": to_json(base), "plan": to_json(new), "changes": changes,
+                       "size_change_bytes": new.total_bytes - base.total_bytes}, indent=2)

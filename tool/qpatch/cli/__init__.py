@@ -6,12 +6,10 @@ modules beside it (policy, build, verify, export, synth, checkout) import nothin
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from .. import __version__
-from ..errors import QpatchError
+from ..errors import QpatchError, QuantizeError
 
 
 class QpatchGroup(click.Group):
@@ -60,16 +58,19 @@ def plan_cmd(model, ftype, policy, imatrix, output_tensor_type, token_embedding_
     p = api.make_plan(model, ftype, policy=policy, **options)
     if compare:
         base = api.make_plan(model, ftype, policy=compare, **options)
-        click.echo(report.render_compare(base, p, markdown=fmt == "markdown"))
+        if fmt == "json":
+            click.echo(report.compare_json(base, p))
+        else:
+            click.echo(report.render_compare(base, p, markdown=fmt == "markdown"))
     elif fmt == "json":
         click.echo(report.render_json(p))
     elif fmt == "markdown":
         click.echo(report.render_markdown(p))
     else:
         click.echo(report.render_table(p, show_unquantized=show_all))
-    if p.errors:
-        click.echo(f"error: llama-quantize would fail on this job ({len(p.errors)} problem(s) listed above)", err=True)
-        sys.exit(8)
+    n = len(p.errors) + (len(base.errors) if compare else 0)
+    if n:
+        raise QuantizeError(f"llama-quantize would fail on this job ({n} problem(s) listed above)")
 
 
 # Every command, registered here explicitly (the command modules import nothing from this one).

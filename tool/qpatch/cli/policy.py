@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ..errors import PolicyError
+
 from ..pins import DEFAULT_PIN
 
 
@@ -12,7 +14,10 @@ def list_cmd():
     """List the policies in policies/: name, summary, target architectures."""
     from .. import policies_view
 
-    click.echo(policies_view.list_table())
+    table, broken = policies_view.list_table()
+    click.echo(table)
+    if broken:  # every good policy is listed; the exit status says some did not load
+        raise PolicyError(f"{len(broken)} policy file(s) do not load (listed above)")
 
 
 @click.command("show")

@@ -88,8 +88,10 @@ def _load(name: str) -> Policy:
     sys.modules.pop(full, None)
     try:
         mod = importlib.import_module(full)
-    except PolicyError as e:
-        raise PolicyError(f"{_rel(str(path))}: {e}") from None
+    except PolicyError as e:  # a rule or condition refused its arguments: name the line that built it
+        where = _where(e, pdir) or _rel(str(path))
+        msg = str(e)
+        raise PolicyError(msg if msg.startswith(where.split(":")[0]) else f"{where}: {msg}") from None
     except Exception as e:  # the policy author's bug: report where
         where = _where(e, pdir) or _rel(str(path))
         msg = e.msg if isinstance(e, SyntaxError) else str(e)

@@ -43,6 +43,9 @@ class Ordinal:
     def __post_init__(self):
         if self.n not in ("count", "blocks"):
             raise PolicyError(f"Ordinal n must be 'count' or 'blocks', not {self.n!r}")
+        if self.kinds is not None and not (isinstance(self.kinds, tuple) and self.kinds
+                                           and all(isinstance(k, str) and k for k in self.kinds)):
+            raise PolicyError(f"Ordinal kinds must be a non-empty tuple of tensor kinds, not {self.kinds!r}")
 
     def describe(self) -> str:
         who = "own kind" if self.kinds is None else "+".join(self.kinds)
@@ -59,6 +62,33 @@ def _frac(num: int, den: int) -> str:
     return f"N/{den}" if num == 1 else f"{num}N/{den}"
 
 
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_frame(who: str, frame) -> None:
+    if not isinstance(frame, (Block, Ordinal)):
+        raise PolicyError(f"{who}: the frame must be Block() or Ordinal(...), not {frame!r}")
+
+
+def _check_fraction(c) -> None:
+    """Before/AtLeast/After(num, den, frame): a fraction num/den of N, in a frame."""
+    who = f"{type(c).__name__}({c.num!r}, {c.den!r}, ...)"
+    if not (_int(c.num) and _int(c.den)):
+        raise PolicyError(f"{who}: num and den must be integers (a frame goes third: "
+                          f"{type(c).__name__}(1, 8, Ordinal()))")
+    if c.den <= 0 or c.num < 0:
+        raise PolicyError(f"{who}: needs num >= 0 and den > 0")
+    _check_frame(who, c.frame)
+
+
+def _check_comparison(c) -> None:
+    if c.op not in ("==", "!=", ">=", ">", "<=", "<"):
+        raise PolicyError(f"{type(c).__name__} op must be a comparison, not {c.op!r}")
+    if not _int(c.value):
+        raise PolicyError(f"{type(c).__name__}({c.op!r}, {c.value!r}): the value must be an integer")
+
+
 @dataclass(frozen=True)
 class Before:
     """k < num*N/den (C integer division)."""
@@ -66,6 +96,9 @@ class Before:
     num: int
     den: int
     frame: Frame = Block()
+
+    def __post_init__(self):
+        _check_fraction(self)
 
     def describe(self):
         return f"k < {_frac(self.num, self.den)} [{self.frame.describe()}]"
@@ -79,6 +112,9 @@ class AtLeast:
     den: int
     frame: Frame = Block()
 
+    def __post_init__(self):
+        _check_fraction(self)
+
     def describe(self):
         return f"k >= {_frac(self.num, self.den)} [{self.frame.describe()}]"
 
@@ -91,6 +127,9 @@ class After:
     den: int
     frame: Frame = Block()
 
+    def __post_init__(self):
+        _check_fraction(self)
+
     def describe(self):
         return f"k > {_frac(self.num, self.den)} [{self.frame.describe()}]"
 
@@ -100,6 +139,9 @@ class UseMoreBits:
     """llama.cpp's use_more_bits(k, N): k < N/8 || k >= 7*N/8 || (k - N/8) % 3 == 2."""
 
     frame: Frame = Block()
+
+    def __post_init__(self):
+        _check_frame("UseMoreBits(...)", self.frame)
 
     def describe(self):
         return f"use_more_bits [{self.frame.describe()}]"
@@ -113,8 +155,7 @@ class Experts:
     value: int
 
     def __post_init__(self):
-        if self.op not in ("==", "!=", ">=", ">", "<=", "<"):
-            raise PolicyError(f"Experts op must be a comparison, not {self.op!r}")
+        _check_comparison(self)
 
     def describe(self):
         return f"n_expert {self.op} {self.value}"
@@ -124,6 +165,9 @@ class Experts:
 class Gqa:
     op: str
     value: int
+
+    def __post_init__(self):
+        _check_comparison(self)
 
     def describe(self):
         return f"n_gqa {self.op} {self.value}"
@@ -184,8 +228,8 @@ class Not:
 class AnyOf:
     conds: tuple["Cond", ...]
 
-    def describe(self):
-        return " or ".join(f"({c.describe()})" for c in self.conds)
+    def describe(self):  # parenthesised as a whole, so "A and (X or Y)" reads as it evaluates
+        return "(" + " or ".join(c.describe() for c in self.conds) + ")"
 
 
 @dataclass(frozen=True)
@@ -193,7 +237,7 @@ class AllOf:
     conds: tuple["Cond", ...]
 
     def describe(self):
-        return " and ".join(f"({c.describe()})" for c in self.conds)
+        return "(" + " and ".join(c.describe() for c in self.conds) + ")"
 
 
 Cond = Union[Before, AtLeast, After, UseMoreBits, Experts, Gqa, Imatrix, Ftypes, Arch, RowMultiple, Stacked, Not, AnyOf, AllOf]

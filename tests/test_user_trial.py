@@ -1,0 +1,79 @@
+"""Findings of a new user's trial (issue "Policy authoring and the CLI, hardened"): each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from qpatch.cli import cli
+from qpatch.errors import CheckoutError, PolicyError, QuantizeError
+from qpatch.policy import loader
+
+HEADER = "from qpatch.catalogue import T\nfrom qpatch.policy.model import *\n"
+
+
+@pytest.fixture
+def pdir(tmp_path, monkeypatch):
+    d = tmp_path / "policies"
+    d.mkdir()
+    monkeypatch.setenv("QPATCH_POLICIES", str(d))
+    return d
+
+
+def test_compare_honours_format_json(zoo_files):
+    model, im = zoo_files["deepseek2-mla-10L"]
+    r = CliRunner().invoke(cli, ["plan", str(model), "-f", "IQ2_XXS", "--imatrix", str(im), "--policy", "deepseek-v3",
+                                 "--compare", "stock", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["base"]["policy"] == "stock" and data["plan"]["policy"] == "deepseek-v3"
+    assert data["changes"] and all(c["from"] != c["to"] for c in data["changes"])
+
+
+def test_compare_lists_the_errors_it_counts(zoo_files):
+    model, _ = zoo_files["llama-moe8-gqa2-13L"]
+    r = CliRunner().invoke(cli, ["plan", str(model), "-f", "IQ1_M", "--policy", "n-expert-fix", "--compare", "stock"])
+    assert r.exit_code == QuantizeError.exit_code
+    listed = [ln for ln in r.stdout.splitlines() if ln.startswith("error: ")]
+    assert listed and f"({len(listed)} problem(s) listed above)" in r.stderr
+
+
+def test_a_frame_passed_as_denominator_is_refused_at_load_with_file_and_line(pdir):
+    (pdir / "badframe.py").write_text(HEADER + "R = rule('ffn_down', T.Q4_K, Before(3, Ordinal()))\n"
+                                      "POLICY = Policy('badframe', 'x', (R,))\n")
+    with pytest.raises(PolicyError, match=r"badframe\.py:3: Before\(3, Ordinal.*num and den must be integers"):
+        loader.load("badframe")
+    r = CliRunner().invoke(cli, ["render", "badframe"])
+    assert r.exit_code == PolicyError.exit_code and r.stdout == ""
+
+
+def test_list_shows_good_policies_beside_a_broken_one(pdir):
+    (pdir / "good.py").write_text(HEADER + "POLICY = Policy('good', 'fine', ())\n")
+    (pdir / "broken.py").write_text(HEADER + "R = rule('attn_k', T.Q4_KK)\n")
+    r = CliRunner().invoke(cli, ["list"])
+    assert r.exit_code == PolicyError.exit_code
+    assert "good" in r.stdout and "fine" in r.stdout
+    assert "BROKEN: " in r.stdout and "broken.py:3: AttributeError: Q4_KK" in r.stdout
+
+
+def test_show_prints_conditions_as_they_evaluate():
+    """AnyOf inside a rule's conditions prints as one parenthesised group: "A and (X or Y)"."""
+    import re
+
+    pol = loader.load("deepseek-v3")
+    with_or = [r.describe_when() for r in pol.rules if " or " in r.describe_when()]
+    assert with_or
+    for text in with_or:
+        # every " or " sits inside a parenthesised group that holds no " and "
+        assert re.fullmatch(r"(?:[^()]|\((?:(?! and )[^()])* or (?:(?! and )[^()])*\))*", text), text
+        assert "k < N/8 [ordinal in own kind] or k > 7N/8 [ordinal in own kind])" in text
+
+
+def test_fetch_notices_a_modified_working_tree(checkout, upstream):
+    quant = checkout.path / "src" / "llama-quant.cpp"
+    quant.write_text(quant.read_text() + "\n// mine\n")
+    with pytest.raises(CheckoutError, match="uncommitted changes to src/llama-quant.cpp"):
+        checkout.fetch(upstream.pin("4227c9be"), source=f"mirror:{upstream.path}")
+    assert quant.read_text().endswith("// mine\n")  # nothing lost
