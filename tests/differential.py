@@ -18,7 +18,7 @@ from pathlib import Path
 from qpatch.gguf_header import read_header
 
 import stock_binary
-from qpatch import api
+import plans
 
 RESULTS = stock_binary.pin_dir() / "results"  # keyed by the binary's hash, so one folder serves every pin
 
@@ -54,7 +54,7 @@ def check(binary: Path, model: Path, ftype: str, out_dir: Path, *, imatrix: Path
     args = list(args)
     label = label or f"{model.stem} {ftype} imatrix={imatrix.name if imatrix else 'none'}" + (
         f" {' '.join(args)}" if args else "") + ("" if policy == "stock" else f" policy={getattr(policy, 'name', policy)}")
-    plan = api.make_plan(model, ftype, policy=policy, imatrix=imatrix, pin=pin, **plan_kwargs(args))
+    plan = plans.make_plan(model, ftype, policy=policy, imatrix=imatrix, pin=pin, **plan_kwargs(args))
     result = quantize(binary, model, ftype, out_dir, imatrix=imatrix, args=args)
     if plan.errors:
         assert result["returncode"] != 0, (f"{label}: plan predicts failure ({plan.errors[0]}), "

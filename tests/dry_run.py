@@ -12,6 +12,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import plans
 from qpatch import api
 
 _LINE = re.compile(r"^\[\s*\d+/\s*\d+\]\s+(\S+)\s+- \[[^\]]*\], type =\s*(\w+), size = [^(\n]*(?:\((\w+)\))?\s*$",
@@ -32,7 +33,7 @@ def check(binary: Path, model: Path, ftype: str, *, pin: str, imatrix: Path | No
     """Assert that the dry run and the plan agree on success and on every tensor's type; returns the plan."""
     label = f"{model.stem} {ftype} imatrix={imatrix.name if imatrix else 'none'} {' '.join(args)} policy=" + (
         getattr(policy, "name", policy))
-    plan = api.make_plan(model, ftype, policy=policy, imatrix=imatrix, pin=pin, **(plan_kwargs or {}))
+    plan = plans.make_plan(model, ftype, policy=policy, imatrix=imatrix, pin=pin, **(plan_kwargs or {}))
     result = run(binary, model, ftype, imatrix=imatrix, args=args)
     fam = api.family_of(pin)
     if not fam.dry_run_ok(plan):

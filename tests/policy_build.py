@@ -3,8 +3,10 @@
 It is made the way a user makes one: `Checkout.fetch` of the pin (from the sdist), then
 `qpatch apply` semantics (the pin's hook series + the rendered header, committed on a
 branch) and `qpatch.build`. Switching policy rewrites only the generated header, so each
-switch recompiles one translation unit (~6 s). Cached under ~/.cache/qpatch/test/, keyed by
-pin; tests that use it share one xdist group, so one worker owns it at a time.
+switch recompiles one translation unit (~6 s), with the pin's own warning flags: a warning in the
+hook or the generated header fails the switch (this replaced a separate -Werror compile test).
+Cached under ~/.cache/qpatch/test/, keyed by pin; tests that use it share one xdist group, so one
+worker owns it at a time.
 """
 
 from __future__ import annotations
@@ -49,5 +51,11 @@ class PatchedBuild:
             finally:
                 co.close()
             bindir = build.build(self.path, "cpu", ["llama-quantize"], progress=None)
+            log = (build.build_dir(self.path, "cpu") / "qpatch-build.log").read_text(errors="replace")
+        # The pin's own warning flags (-Wall -Wextra ...) are on: the hook and the generated header
+        # must compile without a warning, whatever the policy (every switch that recompiled says so).
+        warnings = [ln for ln in log.splitlines() if ": warning:" in ln and "llama-quant" in ln]
+        assert not warnings, f"{self.pin.name} {pol.name}: the generated code compiles with warnings:\n" + \
+            "\n".join(warnings[:10])
         self.current = pol.name
         return bindir / "llama-quantize"

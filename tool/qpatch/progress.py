@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 
 
 class Progress:
-    """Silent reporter; subclass (or pass one like `qpatch.cli_checkout`'s) to show progress."""
+    """Silent reporter; subclass (or pass one like `qpatch.cli.checkout`'s) to show progress."""
 
     show_subprocess_output = False  # True: tools with their own progress (pip) print to stderr
 

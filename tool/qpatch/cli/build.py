@@ -20,7 +20,7 @@ import click
 def build_cmd(backend, checkout_dir, targets, jobs, cuda_archs, quiet):
     """Configure (once) and build llama.cpp's tools; prints the path of each binary."""
     from .. import build
-    from ..cli_checkout import ClickProgress
+    from .checkout import ClickProgress
 
     wanted = [t for spec in targets for t in spec.replace(",", " ").split()] or list(build.DEFAULT_TARGETS)
     bindir = build.build(checkout_dir, backend, wanted, jobs=jobs,
