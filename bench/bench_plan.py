@@ -36,13 +36,15 @@ MB = 1 << 20
 
 def run_once(cmd: list[str]) -> tuple[float, float]:
     """(wall seconds, peak RSS MiB) of one process."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode not in (0, 8):  # 8: the plan lists reasons llama-quantize would abort; still a plan
-        raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.read().decode()[-500:]}")
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: llama-quantize logs more than a pipe holds
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode not in (0, 8):  # 8: the plan lists reasons llama-quantize would abort; still a plan
+            err.seek(0)
+            raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}): {err.read().decode()[-500:]}")
     return wall, usage.ru_maxrss * 1024 / MB
 
 

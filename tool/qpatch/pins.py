@@ -16,8 +16,6 @@ from pathlib import Path
 from . import families
 from .errors import UsageError
 
-# The pin `qpatch` uses when none is named: the llama.cpp people build today.
-DEFAULT_PIN = "0c1e57098"
 SOURCE_KINDS = ("git", "sdist")
 
 
@@ -97,7 +95,7 @@ def pin_from_dict(data: dict, *, where: str = "pin") -> Pin:
     def bad(msg: str):
         raise UsageError(f"{where}: {msg}")
 
-    known = {"name", "commit", "tag", "family", "description", "source", "hashes"}
+    known = {"name", "commit", "tag", "family", "description", "default", "source", "hashes"}
     if extra := sorted(set(data) - known):
         bad(f"unknown key(s) {', '.join(extra)}")
     name = data.get("name") or bad("missing 'name'")
@@ -157,3 +155,16 @@ def series(pin: Pin) -> list[Path]:
 def family_of(pin: str) -> "families.Family":
     """The family whose rules the pin's llama-quantize follows."""
     return families.get(load_pin(pin).family)
+
+
+def _default_pin() -> str:
+    """The pin whose pin.toml says `default = true`: what `qpatch` uses when no pin is named."""
+    root = patches_root()
+    marked = sorted(p.parent.name for p in root.glob("*/pin.toml")
+                    if tomllib.loads(p.read_text()).get("default") is True) if root.is_dir() else []
+    if len(marked) != 1:
+        raise UsageError(f"{root}: exactly one pin.toml must say `default = true`, found {marked or 'none'}")
+    return marked[0]
+
+
+DEFAULT_PIN = _default_pin()
