@@ -51,3 +51,11 @@ def fetched_tree(pin: str) -> Path:
     with locked(pin):
         _fetch(pin, tree)
     return tree
+
+
+def stock_tools(pin: str, targets: tuple[str, ...]) -> Path:
+    """The bin directory of the pin's stock build with `targets` built too (incremental)."""
+    tree = pin_dir(pin) / "llama.cpp"
+    with locked(pin):
+        _fetch(pin, tree)
+        return build.build(tree, "cpu", list(targets), progress=None)

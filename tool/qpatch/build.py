@@ -30,7 +30,7 @@ from .progress import SILENT, Progress
 
 BACKENDS = ("cpu", "cuda")
 DEFAULT_TARGETS = ("llama-quantize",)
-KNOWN_TARGETS = ("llama-quantize", "llama-imatrix", "llama-perplexity", "llama-cli")
+KNOWN_TARGETS = ("llama-quantize", "llama-imatrix", "llama-perplexity", "llama-tokenize", "llama-cli")
 # Turing, Ampere (A100, RTX 30), Ada (RTX 40, L4), Hopper (H100/H200): what CUDA 12 and 13 both build.
 DEFAULT_CUDA_ARCHS = "75;80;86;89;90"
 
@@ -79,8 +79,12 @@ def binary(checkout_dir: str | os.PathLike, backend: str, name: str) -> Path:
 
 
 def build(checkout_dir: str | os.PathLike, backend: str = "cpu", targets=DEFAULT_TARGETS, jobs: int | None = None,
-          cuda_archs: str | None = None, progress: Progress | None = None) -> Path:
-    """Configure (when needed) and build `targets`; returns the bin directory holding them."""
+          cuda_archs: str | None = None, progress: Progress | None = None, defines: dict | None = None) -> Path:
+    """Configure (when needed) and build `targets`; returns the bin directory holding them.
+
+    `defines` are the user's own CMake definitions (`--define GGML_CUDA_FA=OFF`): they stick to the
+    build directory, so later builds that name none (a sweep's, `make build-cuda`) keep them; naming
+    some replaces them all."""
     checkout = Path(checkout_dir).resolve()
     progress = progress or SILENT
     targets = _check_targets(targets)
@@ -100,7 +104,7 @@ def build(checkout_dir: str | os.PathLike, backend: str = "cpu", targets=DEFAULT
         defs.update({"GGML_CUDA": "ON", "CMAKE_CUDA_ARCHITECTURES": archs, "CMAKE_CUDA_COMPILER": str(nvcc)})
     elif cuda_archs:
         raise UsageError("CUDA architectures only apply to a CUDA build (--cuda)")
-    _configure(cmake, checkout, bdir, defs, env, progress)
+    _configure(cmake, checkout, bdir, defs, _user_defines(bdir, defines), env, progress)
     args = [cmake, "--build", str(bdir), "--config", "Release", "--target", *targets,
             "--parallel", str(jobs or os.cpu_count() or 1)]
     _run(args, bdir / "qpatch-build.log", env, progress, what=f"build of {' '.join(targets)}")
@@ -162,26 +166,65 @@ def resolve_cuda_archs(explicit: str | None) -> tuple[str, str]:
 # ------------------------------------------------------------------------------ CMake
 
 
-def _configure(cmake: str, checkout: Path, bdir: Path, defs: dict, env: dict, progress: Progress):
-    """Configure once; again only when our definitions change (a stamp beside CMakeCache.txt)."""
-    stamp = bdir / "qpatch-configure.json"
+def parse_defines(specs) -> dict:
+    """`KEY=VALUE` strings (CMake -D definitions) as a dict; a malformed one is a UsageError."""
+    out = {}
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise UsageError(f"bad CMake definition '{spec}'", hint="write KEY=VALUE, e.g. --define GGML_CUDA_FA=OFF")
+        if key in _COMMON_DEFS or key.startswith("CMAKE_CUDA"):
+            raise UsageError(f"{key} is set by qpatch build itself", hint="see `qpatch build --help`")
+        out[key] = value
+    return out
+
+
+def _user_defines(bdir: Path, given: dict | None) -> dict:
+    """The user's definitions: those given, else those the build directory was configured with."""
+    if given is not None:
+        return dict(sorted(given.items()))
+    try:
+        return json.loads((bdir / _STAMP).read_text()).get("user", {})
+    except (OSError, ValueError):
+        return {}
+
+
+_STAMP = "qpatch-configure.json"
+
+
+def _configure(cmake: str, checkout: Path, bdir: Path, defs: dict, user: dict, env: dict, progress: Progress):
+    """Configure once; again only when the definitions change (a stamp beside CMakeCache.txt)."""
+    stamp = bdir / _STAMP
     cache = bdir / "CMakeCache.txt"
-    want = {"source": str(checkout), "defs": defs}
+    if cache.is_file() and not _same_source(cache, checkout):
+        # a build directory copied or moved with its checkout: CMake refuses it, so start it afresh
+        progress.note(f"{bdir} was configured for another source directory: configuring it afresh")
+        shutil.rmtree(bdir)
+    want = {"source": str(checkout), "defs": defs, "user": user}
+    defs = {**defs, **user}
+    old = {}
     if cache.is_file() and stamp.is_file():
         try:
-            if json.loads(stamp.read_text()) == want:
-                return
+            old = json.loads(stamp.read_text())
         except ValueError:
             pass
+        if {"user": {}, **old} == want:
+            return
     bdir.mkdir(parents=True, exist_ok=True)
     args = [cmake, "-S", str(checkout), "-B", str(bdir)]
     if not cache.is_file() and shutil.which("ninja"):
         args += ["-G", "Ninja"]  # an existing build dir keeps its generator
+    args += [f"-U{k}" for k in old.get("user", {}) if k not in user]  # a definition dropped leaves the cache too
     args += [f"-D{k}={v}" for k, v in defs.items()]
     progress.note(f"configuring {bdir}")
     stamp.unlink(missing_ok=True)
     _run(args, bdir / "qpatch-configure.log", env, progress, what="CMake configure")
     stamp.write_text(json.dumps(want, indent=1, sort_keys=True) + "\n")
+
+
+def _same_source(cache: Path, checkout: Path) -> bool:
+    m = re.search(r"^CMAKE_HOME_DIRECTORY:INTERNAL=(.*)$", cache.read_text(errors="replace"), re.M)
+    return m is None or Path(m.group(1)).resolve() == checkout.resolve()
 
 
 def _run(args: list[str], log: Path, env: dict, progress: Progress, *, what: str):

@@ -71,3 +71,9 @@ class Stale(QpatchError):
     """The checkout's generated code differs from what the policy renders today (`qpatch check`)."""
 
     exit_code = 1
+
+
+class EvalError(QpatchError):
+    """`qpatch eval`/`sweep`: missing text, models that do not match, a run of llama-perplexity that failed."""
+
+    exit_code = 10

@@ -102,6 +102,12 @@ def run(binary: Path, model, out, ftype: str, *, imatrix=None, extra_args=(), th
     return time.perf_counter() - t0
 
 
+def metadata_args(policy: str, pin: str) -> list[str]:
+    """What made the file, written into it (llama-quantize copies --override-kv keys to its output):
+    `qpatch eval` and `verify` read them back."""
+    return ["--override-kv", f"qpatch.policy=str:{policy}", "--override-kv", f"qpatch.pin=str:{pin}"]
+
+
 def quantize(checkout: Path, model, out, ftype: str, *, policy: str | None = None, imatrix=None,
              tensor_types=(), output_tensor_type=None, token_embedding_type=None, pure=False,
              leave_output_tensor=False, threads=None, backend: str = "cpu", progress=True) -> tuple[VerifyResult, float]:
@@ -123,6 +129,7 @@ def quantize(checkout: Path, model, out, ftype: str, *, policy: str | None = Non
         extra.append("--pure")
     if leave_output_tensor:
         extra.append("--leave-output-tensor")
+    extra += metadata_args(a.policy, a.pin)
     seconds = run(binary, model, out, ftype, imatrix=imatrix, extra_args=extra, threads=threads or os.cpu_count(),
                   progress=progress)
     r = verify(out, policy=a.policy, source=model, ftype=ftype, imatrix=imatrix, tensor_types=tensor_types,

@@ -204,8 +204,13 @@ def write_model(spec: Spec, path: str | os.PathLike, *, seed: int = 0, file_type
     w.add_uint32("general.file_type", file_type)
     _writer_kv(w, spec.kv())
     _writer_kv(w, spec.vocabulary())
-    for name, ne, ttype in spec.tensors():
-        arr = _data(ne, ttype, rng)
+    write_tensors(w, ((name, _data(ne, ttype, rng), ttype) for name, ne, ttype in spec.tensors()))
+    return path
+
+
+def write_tensors(w: GGUFWriter, tensors):
+    """Add (name, numpy data, type) tensors, BF16 given as uint16 bit patterns, and write the file out."""
+    for name, arr, ttype in tensors:
         if ttype == T.BF16:
             w.add_tensor(name, arr, raw_shape=arr.shape, raw_dtype=T.BF16)
         else:
@@ -214,7 +219,6 @@ def write_model(spec: Spec, path: str | os.PathLike, *, seed: int = 0, file_type
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    return path
 
 
 def write_imatrix(spec: Spec, path: str | os.PathLike, *, skip: tuple[str, ...] = (), chunk_size: int = 512,

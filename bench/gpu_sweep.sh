@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The quality sweep of issue 11 on a GPU machine (through the device tool; CI has no GPU):
+#   1. the default pin's checkout (carried as its .git) built with CUDA by `qpatch build --cuda`
+#      (llama-quantize, llama-perplexity, llama-imatrix), while, at the same time,
+#   2. train/tiny_moe.py trains the small DeepSeek-V3-shaped MoE on the GPU from the corpus that
+#      train/corpus.py tokenized with the pin's llama-tokenize (carried: .carry/corpus) and writes
+#      it as BF16 GGUF;
+#   3. the pin's llama-imatrix makes its imatrix (CUDA) from the corpus' calibration text;
+#   4. `qpatch sweep` (CUDA) over 4 policies x 5 ftypes on the held-out text, then the same sweep
+#      again to measure the cache.
+# Results land in $OUT: steps.txt, train.json, sweep.json, sweep.txt, sweep.png, logs.tar.gz.
+# Carried: .whl/ (gguf, GitPython, gitdb, smmap), .carry/llama-git.tar, .carry/corpus/.
+set -euo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+SECONDS_TRAIN=${SECONDS_TRAIN:-150}
+CHUNKS=${CHUNKS:-64}
+log() { echo "== $(date +%T) $*" | tee -a "$OUT/steps.txt"; }
+trap 'tar czf "$OUT/logs.tar.gz" -C /tmp logs 2>/dev/null || true' EXIT
+mkdir -p /tmp/logs
+
+nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader | tee -a "$OUT/steps.txt"
+python3 -m venv .venv
+python3 -c 'import site; print(site.getsitepackages()[0])' > "$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')/machine.pth"
+.venv/bin/pip install -q --no-index --no-deps .whl/*.whl
+.venv/bin/pip install -q --no-index --no-deps --no-build-isolation -e .
+Q=.venv/bin/qpatch
+mkdir -p llama.cpp && tar xf .carry/llama-git.tar -C llama.cpp && git -C llama.cpp checkout -q -f HEAD
+$Q status --dir llama.cpp | tee -a "$OUT/steps.txt"
+
+log "qpatch build --cuda (background) while training on the GPU"
+t0=$SECONDS
+( $Q build --cuda --dir llama.cpp -t llama-quantize,llama-perplexity,llama-imatrix -D GGML_CUDA_FA=OFF -j 14 -q \
+    > /tmp/logs/build.log 2>&1; echo $? > /tmp/build.rc; echo "build done at $((SECONDS - t0)) s" >> /tmp/logs/build.log ) &
+.venv/bin/python train/tiny_moe.py --tree llama.cpp --data .carry/corpus --out /tmp/m --seconds "$SECONDS_TRAIN" \
+    2>&1 | tee /tmp/logs/train.log | grep -v "^step" | tee -a "$OUT/steps.txt"
+cp /tmp/m/train.json "$OUT/"
+log "training done at $((SECONDS - t0)) s; waiting for the build"
+wait
+tail -1 /tmp/logs/build.log | tee -a "$OUT/steps.txt"
+[ "$(cat /tmp/build.rc)" = 0 ] || { tail -30 /tmp/logs/build.log; exit 1; }
+M=/tmp/m/tiny-deepseek-bf16.gguf
+sha256sum $M | tee -a "$OUT/steps.txt"
+
+log "llama-imatrix (CUDA)"
+llama.cpp/build-cuda/bin/llama-imatrix -m $M -f .carry/corpus/calib.txt -c 512 --chunks 200 -ngl 999 -o /tmp/m/imatrix.gguf \
+    > /tmp/logs/imatrix.log 2>&1
+sha256sum /tmp/m/imatrix.gguf | tee -a "$OUT/steps.txt"
+
+SWEEP=($M --policies stock,n-expert-fix,ffn-down-bump,deepseek-v3 --ftypes IQ2_XXS,IQ2_M,Q2_K,Q3_K_M,Q4_K_M
+       --imatrix /tmp/m/imatrix.gguf --text .carry/corpus/heldout.txt --ctx 512 --chunks "$CHUNKS" --backend cuda
+       --dir llama.cpp --out /tmp/sweep)
+log "qpatch sweep (20 jobs, CUDA)"
+t1=$SECONDS
+$Q sweep "${SWEEP[@]}" --plot "$OUT/sweep.png" > "$OUT/sweep.txt" 2> /tmp/logs/sweep.err || true
+log "sweep: $((SECONDS - t1)) s"; tail -1 /tmp/logs/sweep.err | tee -a "$OUT/steps.txt"
+t2=$SECONDS
+$Q sweep "${SWEEP[@]}" --format json > "$OUT/sweep.json" 2> /tmp/logs/sweep2.err || true
+log "re-run: $((SECONDS - t2)) s"; tail -1 /tmp/logs/sweep2.err | tee -a "$OUT/steps.txt"
+cp /tmp/sweep/results.json /tmp/logs/ || true
+cat "$OUT/sweep.txt"
+
+log "qpatch eval: two of the sweep's quants against the base (base logits from the cache)"
+t3=$SECONDS
+$Q eval $M /tmp/sweep/tiny-deepseek-bf16-stock-Q2_K.gguf /tmp/sweep/tiny-deepseek-bf16-deepseek-v3-Q2_K.gguf \
+    --text .carry/corpus/heldout.txt --ctx 512 --chunks "$CHUNKS" --backend cuda --dir llama.cpp \
+    2> /tmp/logs/eval.err | tee -a "$OUT/steps.txt"
+log "eval: $((SECONDS - t3)) s"
