@@ -130,3 +130,53 @@ def test_build_is_incremental(stock_quantize):
         assert build.build(tree, "cpu") == stock_quantize.parent
         assert stamp.stat().st_mtime_ns == before
         assert "no work to do" in (tree / "build-cpu" / "qpatch-build.log").read_text()
+
+
+@pytest.fixture()
+def fake_cmake(tmp_path):
+    """A cmake that records its arguments and writes a CMakeCache.txt naming the source directory."""
+    log = tmp_path / "cmake-calls"
+    exe = tmp_path / "cmake"
+    exe.write_text(f"""#!{sys.executable}
+import sys, pathlib
+a = sys.argv[1:]
+open({str(log)!r}, "a").write(" ".join(a) + "\\n")
+b = pathlib.Path(a[a.index("-B") + 1]); b.mkdir(parents=True, exist_ok=True)
+(b / "CMakeCache.txt").write_text("CMAKE_HOME_DIRECTORY:INTERNAL=" + a[a.index("-S") + 1] + "\\n")
+""")
+    exe.chmod(0o755)
+    return str(exe), log
+
+
+def _configure(cmake, src, bdir, given):
+    build._configure(cmake, src, bdir, {"CMAKE_BUILD_TYPE": "Release"}, build._user_defines(bdir, given),
+                     dict(os.environ), Progress())
+
+
+def test_user_defines_stick_to_the_build_directory(fake_cmake, fake_tree):
+    cmake, log = fake_cmake
+    bdir = fake_tree / "build-cpu"
+    _configure(cmake, fake_tree, bdir, {"GGML_CUDA_FA": "OFF"})
+    _configure(cmake, fake_tree, bdir, None)  # a later build naming none keeps them: no new configure
+    calls = log.read_text().splitlines()
+    assert len(calls) == 1 and "-DGGML_CUDA_FA=OFF" in calls[0] and "-DCMAKE_BUILD_TYPE=Release" in calls[0]
+    _configure(cmake, fake_tree, bdir, {})  # naming others (here none) replaces them, and the cache forgets them
+    assert "-UGGML_CUDA_FA" in log.read_text().splitlines()[1]
+
+
+def test_a_moved_build_directory_is_configured_afresh(fake_cmake, fake_tree):
+    cmake, log = fake_cmake
+    bdir = fake_tree / "build-cpu"
+    _configure(cmake, fake_tree, bdir, None)
+    (bdir / "CMakeCache.txt").write_text("CMAKE_HOME_DIRECTORY:INTERNAL=/somewhere/else\n")
+    (bdir / "stale.o").write_text("")
+    _configure(cmake, fake_tree, bdir, None)
+    assert len(log.read_text().splitlines()) == 2 and not (bdir / "stale.o").exists()
+
+
+@pytest.mark.parametrize("spec,message", [("NOEQUALS", "bad CMake definition"), ("bad key=1", "bad CMake definition"),
+                                          ("CMAKE_BUILD_TYPE=Debug", "set by qpatch build itself"),
+                                          ("CMAKE_CUDA_ARCHITECTURES=80", "set by qpatch build itself")])
+def test_bad_defines_are_refused(fake_tree, spec, message):
+    r = CliRunner().invoke(cli, ["build", "--dir", str(fake_tree), "-D", spec])
+    assert r.exit_code == 2 and message in r.output

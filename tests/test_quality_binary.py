@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import stock_binary
+from cachelock import file_lock
 from qpatch.cli import cli
 from qpatch.gguf_header import read_header
 from qpatch.quality import evaluation, tiny_model
@@ -100,6 +101,12 @@ def test_eval_errors_say_what_is_wrong(tree, work, tmp_path):
     assert r.exit_code == 10 and "could not load" in r.stderr, r.stderr
 
 
+def test_verify_without_policy_needs_a_file_qpatch_made(work):
+    _, _, quants, _ = work
+    r = CliRunner().invoke(cli, ["verify", str(quants["Q2_K"])])
+    assert r.exit_code == 2 and "does not say which policy made it" in r.stderr and "--policy" in r.stderr
+
+
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU is present here")
 def test_eval_on_cuda_without_a_gpu_is_refused(tree, work):
     _, base, quants, text = work
@@ -117,7 +124,9 @@ def test_sweep_measures_caches_and_keeps_going(current_patched_build, work, tmp_
     imatrix = write_imatrix(s, tmp_path / "im.gguf", skip=("blk.2.ffn_up_exps.weight",))
     args = ["sweep", str(base), "-p", "stock,deepseek-v3", "-f", "Q2_K,IQ2_XXS", "--imatrix", str(imatrix), "--text",
             str(text), *CTX, "--dir", str(co), "--out", str(tmp_path / "out"), "--plot", str(tmp_path / "s.png")]
-    r = CliRunner().invoke(cli, args, catch_exceptions=False)
+    with file_lock(current_patched_build.lock):  # the sweep switches policies in the shared patched checkout
+        r = CliRunner().invoke(cli, args, catch_exceptions=False)
+        again = CliRunner().invoke(cli, args + ["--format", "json"], catch_exceptions=False)
     assert r.exit_code == 1, r.output
     assert "4 jobs: 3 measured, 0 from" in r.stderr and "1 failed" in r.stderr
     rows = {ln.split()[0]: ln.split() for ln in r.stdout.splitlines() if ln.startswith(("stock-", "deepseek-v3-"))}
@@ -125,8 +134,10 @@ def test_sweep_measures_caches_and_keeps_going(current_patched_build, work, tmp_
     assert "  stock-IQ2_XXS: llama-quantize would fail" in r.stdout and "blk.2.ffn_up_exps.weight" in r.stdout
     q = read_header(tmp_path / "out" / "base-deepseek-v3-IQ2_XXS.gguf").kv
     assert (q["qpatch.policy"], q["qpatch.pin"]) == ("deepseek-v3", PIN)  # written by qpatch quantize
+    v = CliRunner().invoke(cli, ["verify", str(tmp_path / "out" / "base-deepseek-v3-IQ2_XXS.gguf"), "--source", str(base),
+                                 "--imatrix", str(imatrix)])  # policy and pin read from the file
+    assert v.exit_code == 0 and "policy=deepseek-v3" in v.stdout and "OK: every tensor" in v.stdout
     assert (tmp_path / "s.png").exists()
-    again = CliRunner().invoke(cli, args + ["--format", "json"], catch_exceptions=False)
     assert "4 jobs: 0 measured, 3 from" in again.stderr and "1 failed" in again.stderr
     first = {row[0]: row for row in rows.values()}
     for q in json.loads(again.stdout)["quants"]:

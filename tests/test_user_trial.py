@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -37,7 +38,10 @@ def test_compare_lists_the_errors_it_counts(zoo_files):
     r = CliRunner().invoke(cli, ["plan", str(model), "-f", "IQ1_M", "--policy", "n-expert-fix", "--compare", "stock"])
     assert r.exit_code == QuantizeError.exit_code
     listed = [ln for ln in r.stdout.splitlines() if ln.startswith("error: ")]
-    assert listed and f"({len(listed)} problem(s) listed above)" in r.stderr
+    # one line per distinct message, its tensors grouped: "...: N tensors: blk.[0-12].ffn_up_exps.weight, ..."
+    counted = sum(int(m.group(1)) if (m := re.search(r": (\d+) tensors: ", ln)) else 1 for ln in listed)
+    assert listed and f"({counted} problem(s) listed above)" in r.stderr
+    assert len(listed) < counted  # collapsed, not one line per tensor
 
 
 def test_a_frame_passed_as_denominator_is_refused_at_load_with_file_and_line(pdir):
@@ -77,3 +81,21 @@ def test_fetch_notices_a_modified_working_tree(checkout, upstream):
     with pytest.raises(CheckoutError, match="uncommitted changes to src/llama-quant.cpp"):
         checkout.fetch(upstream.pin("4227c9be"), source=f"mirror:{upstream.path}")
     assert quant.read_text().endswith("// mine\n")  # nothing lost
+
+
+def test_errors_are_collapsed_by_message_over_block_ranges():
+    from qpatch.report import collapse_errors
+
+    errs = [f"blk.{i}.ffn_up_exps.weight: missing importance matrix for a very low-bit type (IQ1_S)" for i in range(3, 61)]
+    errs += ["output.weight: row length 100 is not a multiple of 256", "GGML_ASSERT n_attention_wv is unexpected: 3"]
+    errs += [f"blk.{i}.attn_k_b.weight: missing importance matrix for a very low-bit type (IQ1_S)" for i in (0, 1, 2, 5)]
+    assert collapse_errors(errs) == [
+        "missing importance matrix for a very low-bit type (IQ1_S): 62 tensors: blk.[3-60].ffn_up_exps.weight, "
+        "blk.[0-2,5].attn_k_b.weight",
+        "output.weight: row length 100 is not a multiple of 256",
+        "GGML_ASSERT n_attention_wv is unexpected: 3",
+    ]
+    many = [f"blk.0.t{i}.weight: message {i}" for i in range(20)]
+    out = collapse_errors(many, limit=5)
+    assert out[:5] == [f"blk.[0].t{i}.weight: message {i}" for i in range(5)]
+    assert out[5] == "... and 15 more (--format json lists every error)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from .evaluate import Plan
@@ -33,6 +34,40 @@ def _ranges(blocks: list[int]) -> str:
     if start is not None:
         parts.append((start, prev))
     return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in parts)
+
+
+_TENSOR_ERROR = re.compile(r"^(?:blk\.(\d+)\.)?([\w.]+\.(?:weight|bias)): (.*)$", re.S)
+MAX_ERROR_LINES = 12
+_SHOWN_GROUPS = 4
+
+
+def collapse_errors(errors: list[str], limit: int = MAX_ERROR_LINES) -> list[str]:
+    """One line per distinct message, its tensors grouped by kind over block ranges, in the order first
+    seen: `this quantization requires an imatrix (IQ2_S): 114 tensors: blk.[0-5].attn_q_a.weight, ...`.
+    Past `limit` lines, a count of the rest (`--format json` lists every error as it is)."""
+    by_msg: dict[str, dict[str, list[int]]] = {}
+    for e in errors:
+        m = _TENSOR_ERROR.match(e)
+        if not m:
+            by_msg.setdefault(e, {})
+            continue
+        blk, rest, msg = m.groups()
+        by_msg.setdefault(msg, {}).setdefault(rest, []).append(-1 if blk is None else int(blk))
+    lines = []
+    for msg, kinds in by_msg.items():
+        names = [rest if blocks == [-1] else f"blk.[{_ranges(sorted(set(blocks)))}].{rest}"
+                 for rest, blocks in kinds.items()]
+        n = sum(len(b) for b in kinds.values())
+        if not names:
+            lines.append(msg)
+        elif n == 1:
+            lines.append(f"{names[0]}: {msg}")
+        else:
+            more = f" and {len(names) - _SHOWN_GROUPS} more groups" if len(names) > _SHOWN_GROUPS else ""
+            lines.append(f"{msg}: {n} tensors: {', '.join(names[:_SHOWN_GROUPS])}{more}")
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... and {len(lines) - limit} more (--format json lists every error)"]
+    return lines
 
 
 def groups(plan: Plan) -> list[Group]:
@@ -130,7 +165,7 @@ def render_table(plan: Plan, *, show_unquantized: bool = False) -> str:
     if hidden and not show_unquantized:
         lines.append(f"({hidden} tensors kept as they are: norms, biases, router weights; --all shows them)")
     lines.append(_footer(plan))
-    for e in plan.errors:
+    for e in collapse_errors(plan.errors):
         lines.append(f"error: {e}")
     return "\n".join(lines)
 
@@ -142,7 +177,7 @@ def render_markdown(plan: Plan) -> str:
             continue
         lines.append(f"| `{g.label}` | {g.type} | {g.count} | {human_bytes(g.nbytes)} | {g.rule} |")
     lines += ["", _footer(plan)]
-    for e in plan.errors:
+    for e in collapse_errors(plan.errors):
         lines.append(f"\n> error: {e}")
     return "\n".join(lines)
 
@@ -191,7 +226,7 @@ def _compare_errors(base: Plan, new: Plan) -> list[str]:
     """Why llama-quantize would abort either job: `plan --compare` names them (its exit status says so)."""
     out = []
     for p in (base, new):
-        out += [f"error: {p.policy.name}: {e}" for e in p.errors]
+        out += [f"error: {p.policy.name}: {e}" for e in collapse_errors(p.errors)]
     return out
 
 

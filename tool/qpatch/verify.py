@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .errors import ModelError, VerifyMismatch
+from .errors import ModelError, UsageError, VerifyMismatch
 from .evaluate import Plan, plan
 from .gguf_header import read_model_headers
 from .imatrix import read_imatrix
@@ -48,15 +48,20 @@ class VerifyResult:
         return not (self.mismatches or self.missing or self.extra)
 
 
-def verify(quant_path, *, policy: str, source=None, ftype: str | None = None, imatrix=None,
+def verify(quant_path, *, policy: str | None = None, source=None, ftype: str | None = None, imatrix=None,
            tensor_types=(), output_tensor_type=None, token_embedding_type=None, pure=False,
            leave_output_tensor=False, prune_layers=None, pin: str | None = None) -> VerifyResult:
     from .api import make_options
     from .pins import DEFAULT_PIN, family_of
 
-    pin = pin or DEFAULT_PIN
     quant = read_model(quant_path)
     kv = read_model_headers(quant_path)[0].kv
+    # what made the file, as `qpatch quantize` records it (--override-kv qpatch.policy / qpatch.pin)
+    policy = policy or kv.get("qpatch.policy")
+    if not policy:
+        raise UsageError(f"{quant_path} does not say which policy made it (no qpatch.policy key: not made by "
+                         "`qpatch quantize`)", hint="pass --policy NAME")
+    pin = pin or kv.get("qpatch.pin") or DEFAULT_PIN
     cat = family_of(pin).catalogue
     if ftype:
         ft = cat.parse_ftype(ftype)

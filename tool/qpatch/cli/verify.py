@@ -10,7 +10,8 @@ import click
 
 @click.command("verify")
 @click.argument("quant", type=click.Path(dir_okay=False))
-@click.option("--policy", "-p", required=True, help="the policy the file should follow")
+@click.option("--policy", "-p", help="the policy the file should follow [default: the one qpatch quantize recorded in it]")
+@click.option("--pin", help="the pin whose rules apply [default: the one recorded in the file, else the default pin]")
 @click.option("--source", type=click.Path(dir_okay=False), help="the unquantized model (shapes and kinds)")
 @click.option("--ftype", "-f", help="default: the file's general.file_type")
 @click.option("--imatrix", type=click.Path(dir_okay=False), help="the imatrix used (default: read from the file)")
@@ -18,12 +19,14 @@ import click
 @click.option("--output-tensor-type")
 @click.option("--token-embedding-type")
 @click.option("--pure", is_flag=True)
-def verify_cmd(quant, policy, source, ftype, imatrix, tensor_types, output_tensor_type, token_embedding_type, pure):
+def verify_cmd(quant, policy, pin, source, ftype, imatrix, tensor_types, output_tensor_type, token_embedding_type,
+               pure):
     """Check every tensor of QUANT against the prediction; exit 1 and list the differences if any."""
     from .. import verify
 
     r = verify.verify(quant, policy=policy, source=source, ftype=ftype, imatrix=imatrix, tensor_types=tensor_types,
-                      output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure)
+                      output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
+                      pin=pin)
     click.echo(verify.report(r))
     verify.check(r)
     sys.exit(0)

@@ -223,6 +223,7 @@ def evaluate(base: str | os.PathLike, quants, text: str | os.PathLike, *, checko
     """Base once (cached), then every quant; raises on the first failure (sweep keeps going instead)."""
     if not quants:
         raise EvalError("no quantized model to evaluate")
+    _check_text(text)
     try:
         infos = [model_info(q) for q in quants]
         b_info = model_info(base)
