@@ -99,3 +99,51 @@ def test_errors_are_collapsed_by_message_over_block_ranges():
     out = collapse_errors(many, limit=5)
     assert out[:5] == [f"blk.[0].t{i}.weight: message {i}" for i in range(5)]
     assert out[5] == "... and 15 more (--format json lists every error)"
+
+
+MY_MIX = '''"""my-mix: n-expert-fix plus Q6_K attn_output (a user's policy, outside qpatch)."""
+from qpatch_policies.n_expert_fix import RULES as NEF
+from qpatch.policy.model import Policy, rule
+from qpatch.catalogue import T
+
+POLICY = Policy(name="my-mix", summary="n-expert-fix, attn_output q6_k", rules=(rule("attn_output", T.Q6_K),) + NEF)
+'''
+
+
+def test_policies_outside_qpatch_are_found_and_their_hash_does_not_depend_on_where(tmp_path, monkeypatch):
+    from qpatch import render
+
+    for where in ("a", "b/c"):
+        (tmp_path / where / "mine").mkdir(parents=True)
+        (tmp_path / where / "mine" / "my_mix.py").write_text(MY_MIX)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["--policies", str(tmp_path / "a" / "mine"), "list"])
+    assert r.exit_code == 0 and f"n-expert-fix, attn_output q6_k [{tmp_path / 'a' / 'mine'}]" in r.stdout
+    assert "deepseek-v3" in r.stdout  # the shipped ones stay on the path
+    assert CliRunner().invoke(cli, ["list"]).stdout.count("my-mix") == 0  # --policies lasts one invocation
+    loaded = []
+    for where in ("a", "b/c"):
+        loader.use_policies_dir(tmp_path / where / "mine")
+        try:
+            loaded.append(loader.load("my-mix"))
+        finally:
+            loader.use_policies_dir(None)
+    a, b = loaded
+    assert a.source == b.source == "mine/my_mix.py" and a.content_hash == b.content_hash
+    assert render.render(a, "0c1e57098") == render.render(b, "0c1e57098")  # same C++, so `check` agrees
+    assert a.rules[0].source == "mine/my_mix.py:6" and a.rules[1].source.startswith("policies/n_expert_fix.py:")
+    (tmp_path / "policies").mkdir()  # ./policies in the working directory is searched without a flag
+    (tmp_path / "policies" / "my_mix.py").write_text(MY_MIX)
+    assert loader.load("my-mix").directory == str((tmp_path / "policies").resolve())
+    r = CliRunner().invoke(cli, ["--policies", str(tmp_path / "nope"), "list"])
+    assert r.exit_code == 4 and "no such directory" in r.stderr
+
+
+def test_apply_records_where_the_policy_was_found(checkout, tmp_path, monkeypatch):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "my_mix.py").write_text(MY_MIX)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["--policies", str(tmp_path / "mine"), "apply", "my-mix", "--dir", str(checkout.path)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["check", "--dir", str(checkout.path)])  # no --policies: the recorded directory
+    assert r.exit_code == 0 and "up to date with policy my-mix" in r.stdout, r.output

@@ -211,6 +211,14 @@ class Checkout:
 
     # --- status and safety ------------------------------------------------------------------------
 
+    def record_policy_dir(self, directory: str) -> None:
+        """Where the applied policy was found: quantize and check find it there again without --policies."""
+        self.repo.git.config("qpatch.policydir", directory)
+
+    @property
+    def policy_dir(self) -> str:
+        return _config(self.repo, "policydir")
+
     def status(self) -> Status:
         repo, pristine = self.repo, self.pristine_commit
         head = repo.head.commit.hexsha

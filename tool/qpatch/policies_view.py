@@ -24,7 +24,8 @@ def list_table() -> tuple[str, list[PolicyError]]:
             broken.append(e)
             rows.append((name, "-", "-", f"BROKEN: {e}"))
             continue
-        rows.append((p.name, ",".join(p.archs) or "any", str(len(p.rules)), p.summary))
+        where = loader.located(name)
+        rows.append((p.name, ",".join(p.archs) or "any", str(len(p.rules)), p.summary + (f" [{where}]" if where else "")))
     return _table(("policy", "archs", "rules", "summary"), rows), broken
 
 

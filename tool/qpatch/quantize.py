@@ -37,7 +37,7 @@ def applied(checkout: Path) -> Applied:
     header = Path(checkout) / render.GENERATED_PATH
     if not header.exists():
         raise CheckoutError(f"{checkout}: no policy applied ({render.GENERATED_PATH} is missing)",
-                            hint="run `qpatch apply POLICY` then `make build-cpu`")
+                            hint=f"run `qpatch apply POLICY --dir {checkout}` then `qpatch build --dir {checkout}`")
     text = header.read_text()
     m, n = _BANNER_POLICY.search(text), _BANNER_PIN.search(text)
     if not m or not n:
@@ -45,20 +45,44 @@ def applied(checkout: Path) -> Applied:
     return Applied(m.group(1), n.group(1), header)
 
 
+def _load_applied(checkout: Path, policy: str):
+    """The policy from the search path, or from the directory `qpatch apply` recorded in the checkout."""
+    from .apply import recorded_dirs
+    from .checkout import Checkout
+    from .errors import QpatchError
+
+    try:
+        extra = recorded_dirs(Checkout(checkout))
+    except QpatchError:  # not a git checkout of qpatch's (a tree built by hand): the search path alone
+        extra = ()
+    return loader.load(policy, extra=extra)
+
+
+def _commands(checkout: Path, binary: Path) -> tuple[str, str]:
+    """(apply's --dir suffix, the build command) for hints that act on this checkout, not the default one."""
+    from .policy.loader import repo_root
+
+    backend = "cuda" if binary.parent.parent.name == "build-cuda" else "cpu"
+    if Path(checkout).resolve() == (repo_root() / "llama.cpp").resolve():
+        return "", f"make build-{backend}"
+    return f" --dir {checkout}", f"qpatch build --{backend} --dir {checkout}"
+
+
 def preflight(checkout: Path, policy: str | None, binary: Path) -> Applied:
     a = applied(checkout)
     policy = policy or a.policy
+    dir_flag, build_cmd = _commands(checkout, binary)
     if policy != a.policy:
         raise QuantizeError(f"the checkout has policy '{a.policy}' applied, not '{policy}'",
-                            hint=f"run `qpatch apply {policy}` and `make build-cpu`, or pass --policy {a.policy}")
-    if a.header.read_text() != render.render(loader.load(policy), a.pin):
+                            hint=f"run `qpatch apply {policy}{dir_flag}` and `{build_cmd}`, or pass --policy {a.policy}")
+    if a.header.read_text() != render.render(_load_applied(checkout, policy), a.pin):
         raise QuantizeError(f"{a.header} is stale: policy '{policy}' changed since it was applied",
-                            hint=f"run `qpatch apply {policy}` and `make build-cpu`")
+                            hint=f"run `qpatch apply {policy}{dir_flag}` and `{build_cmd}`")
     if not binary.exists():
-        raise BuildError(f"{binary} does not exist", hint="run `make build-cpu` (or `qpatch build --cpu`)")
+        raise BuildError(f"{binary} does not exist", hint=f"run `{build_cmd}`")
     if binary.stat().st_mtime < a.header.stat().st_mtime:
         raise QuantizeError(f"{binary} is older than the generated policy code {a.header.name}",
-                            hint="rebuild it: `make build-cpu` (one translation unit recompiles)")
+                            hint=f"rebuild it: `{build_cmd}` (one translation unit recompiles)")
     return a
 
 
@@ -114,7 +138,8 @@ def quantize(checkout: Path, model, out, ftype: str, *, policy: str | None = Non
     checkout = Path(checkout)
     binary = build.binary(checkout, backend, "llama-quantize")
     a = preflight(checkout, policy, binary)
-    p = api.make_plan(model, ftype, policy=a.policy, imatrix=imatrix, tensor_types=tensor_types,
+    pol = _load_applied(checkout, a.policy)
+    p = api.make_plan(model, ftype, policy=pol, imatrix=imatrix, tensor_types=tensor_types,
                       output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
                       leave_output_tensor=leave_output_tensor, pin=a.pin)
     api.require_runnable(p)
@@ -132,7 +157,7 @@ def quantize(checkout: Path, model, out, ftype: str, *, policy: str | None = Non
     extra += metadata_args(a.policy, a.pin)
     seconds = run(binary, model, out, ftype, imatrix=imatrix, extra_args=extra, threads=threads or os.cpu_count(),
                   progress=progress)
-    r = verify(out, policy=a.policy, source=model, ftype=ftype, imatrix=imatrix, tensor_types=tensor_types,
+    r = verify(out, policy=pol, source=model, ftype=ftype, imatrix=imatrix, tensor_types=tensor_types,
                output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
                leave_output_tensor=leave_output_tensor, pin=a.pin)
     return r, seconds

@@ -17,6 +17,7 @@ from .gguf_header import read_model_headers
 from .imatrix import read_imatrix
 from .model_facts import ModelFacts, read_model
 from .policy import loader
+from .policy.model import Policy
 
 
 class _AllEntries(dict):
@@ -48,7 +49,7 @@ class VerifyResult:
         return not (self.mismatches or self.missing or self.extra)
 
 
-def verify(quant_path, *, policy: str | None = None, source=None, ftype: str | None = None, imatrix=None,
+def verify(quant_path, *, policy: "str | Policy | None" = None, source=None, ftype: str | None = None, imatrix=None,
            tensor_types=(), output_tensor_type=None, token_embedding_type=None, pure=False,
            leave_output_tensor=False, prune_layers=None, pin: str | None = None) -> VerifyResult:
     from .api import make_options
@@ -83,7 +84,7 @@ def verify(quant_path, *, policy: str | None = None, source=None, ftype: str | N
                      tensor_types=tensor_types, pure=pure, leave_output_tensor=leave_output_tensor,
                      prune_layers=prune_layers),
         imatrix=entries)
-    p = plan(model, loader.load(policy), opts, pin=pin)
+    p = plan(model, policy if isinstance(policy, Policy) else loader.load(policy), opts, pin=pin)
     actual = {t.name: t.type for t in quant.tensors}
     mismatches = [Mismatch(t.name, t.type.name, actual[t.name].name, t.rule)
                   for t in p.tensors if t.name in actual and actual[t.name] != t.type]

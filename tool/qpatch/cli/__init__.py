@@ -27,8 +27,13 @@ class QpatchGroup(click.Group):
 
 @click.group(cls=QpatchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="qpatch")
-def cli():
+@click.option("--policies", "policies_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="a directory of your policies, searched first (then ./policies, then qpatch's own)")
+def cli(policies_dir):
     """Control the ggml type of every tensor llama-quantize writes, with Python policies."""
+    from ..policy import loader
+
+    loader.use_policies_dir(policies_dir)  # also None: each invocation starts from the default search path
 
 
 @click.command("plan")

@@ -11,7 +11,10 @@ from ..pins import DEFAULT_PIN
 
 @click.command("list")
 def list_cmd():
-    """List the policies in policies/: name, summary, target architectures."""
+    """List the policies on the search path: name, target architectures, rule count, summary.
+
+    The search path: `qpatch --policies DIR`, ./policies, then qpatch's own; a policy found outside
+    qpatch's own directory shows that directory after its summary."""
     from .. import policies_view
 
     table, broken = policies_view.list_table()

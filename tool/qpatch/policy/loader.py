@@ -1,8 +1,11 @@
-"""Load policies by name from `policies/` (name `deepseek-v3` -> `policies/deepseek_v3.py`).
+"""Load policies by name (`deepseek-v3` -> `deepseek_v3.py`) from the policy search path.
 
-`policies/` is importable as the package `qpatch_policies`, so policies compose with plain
-imports (`from qpatch_policies.n_expert_fix import RULES`). Any error while loading becomes a
-`PolicyError` naming the policy file and line.
+The search path, first match wins: the directory given with `qpatch --policies DIR` (or
+$QPATCH_POLICIES), then `./policies/` in the current directory, then the policies shipped with
+qpatch. Every directory on it is one importable package `qpatch_policies`, so policies compose
+with plain imports (`from qpatch_policies.n_expert_fix import RULES`) across them. A policy's
+`source` is `<directory name>/<file>` and its hash reads only its rules: neither depends on where
+the directory lives. Any error while loading becomes a `PolicyError` naming the file and line.
 """
 
 from __future__ import annotations
@@ -28,42 +31,87 @@ def repo_root() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[3]
 
 
-def policies_dir() -> Path:
+_explicit: Path | None = None  # `qpatch --policies DIR`
+
+
+def use_policies_dir(path: str | os.PathLike | None):
+    """Put DIR first on the search path (the CLI's --policies); None takes it off."""
+    global _explicit
+    if path is not None and not Path(path).is_dir():
+        raise PolicyError(f"--policies {path}: no such directory")
+    _explicit = Path(path).resolve() if path is not None else None
+
+
+def shipped_dir() -> Path:
+    return repo_root() / "policies"
+
+
+def policies_dirs(extra: tuple = ()) -> list[Path]:
+    """The search path: --policies / $QPATCH_POLICIES, ./policies, the shipped policies, then `extra`
+    (the directory a checkout recorded when its policy was applied); each directory once."""
     env = os.environ.get("QPATCH_POLICIES")
-    return Path(env) if env else repo_root() / "policies"
+    cands = [_explicit, Path(env) if env else None, Path.cwd() / "policies", shipped_dir(), *map(Path, extra)]
+    out: list[Path] = []
+    for c in cands:
+        if c is not None and c.is_dir() and c.resolve() not in out:
+            out.append(c.resolve())
+    return out
 
 
-def _ensure_package(pdir: Path):
+def policies_dir() -> Path:
+    """The first directory of the search path (where `qpatch import` writes by default)."""
+    dirs = policies_dirs()
+    return dirs[0] if dirs else shipped_dir()
+
+
+def find(name: str, extra: tuple = ()) -> Path | None:
+    modname = name.replace("-", "_")
+    if modname.startswith("_"):
+        return None
+    for d in policies_dirs(extra):
+        if (d / f"{modname}.py").is_file():
+            return d / f"{modname}.py"
+    return None
+
+
+def _ensure_package(dirs: list[Path]):
     pkg = sys.modules.get(PACKAGE)
-    if pkg is None or list(getattr(pkg, "__path__", [])) != [str(pdir)]:
+    want = [str(d) for d in dirs]
+    if pkg is None or list(getattr(pkg, "__path__", [])) != want:
         for k in [k for k in sys.modules if k == PACKAGE or k.startswith(PACKAGE + ".")]:
             del sys.modules[k]
         pkg = types.ModuleType(PACKAGE)
-        pkg.__path__ = [str(pdir)]
+        pkg.__path__ = want
         sys.modules[PACKAGE] = pkg
 
 
-def available() -> list[str]:
-    pdir = policies_dir()
-    if not pdir.is_dir():
-        return []
-    return sorted(p.stem.replace("_", "-") for p in pdir.glob("*.py") if not p.stem.startswith("_"))
+def available(extra: tuple = ()) -> list[str]:
+    """Every policy name on the search path (a name in an earlier directory hides a later one)."""
+    names = set()
+    for d in policies_dirs(extra):
+        names |= {p.stem.replace("_", "-") for p in d.glob("*.py") if not p.stem.startswith("_")}
+    return sorted(names)
 
 
-def _where(exc: BaseException, pdir: Path) -> str:
+def located(name: str, extra: tuple = ()) -> str:
+    """Where `name` is found, for `qpatch list`: the directory, or '' when it is the shipped one."""
+    path = find(name, extra)
+    return "" if path is None or path.parent == shipped_dir().resolve() else str(path.parent)
+
+
+def _where(exc: BaseException, dirs: list[Path]) -> str:
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{_rel(exc.filename)}:{exc.lineno}"
     for fs in reversed(traceback.extract_tb(exc.__traceback__)):
-        if Path(fs.filename).resolve().is_relative_to(pdir.resolve()):
+        if any(Path(fs.filename).resolve().is_relative_to(d) for d in dirs):
             return f"{_rel(fs.filename)}:{fs.lineno}"
     return ""
 
 
 def _rel(path: str) -> str:
-    try:
-        return os.path.relpath(path, repo_root())
-    except ValueError:
-        return path
+    """`<directory name>/<file>`: what a policy's source and messages call its file, wherever it lives."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}"
 
 
 # Loading re-imports the policy module through sys.modules: one thread at a time (the proofs
@@ -71,29 +119,33 @@ def _rel(path: str) -> str:
 _LOCK = threading.RLock()
 
 
-def load(name: str) -> Policy:
+def load(name: str, extra: tuple = ()) -> Policy:
+    """The policy `name` from the search path (`extra`: directories to try last)."""
     with _LOCK:
-        return _load(name)
+        return _load(name, tuple(extra))
 
 
-def _load(name: str) -> Policy:
-    pdir = policies_dir()
-    modname = name.replace("-", "_")
-    path = pdir / f"{modname}.py"
-    if not path.exists() or modname.startswith("_"):
-        known = ", ".join(available()) or "(none)"
-        raise PolicyError(f"unknown policy '{name}'", hint=f"known policies: {known}")
-    _ensure_package(pdir)
+def _load(name: str, extra: tuple) -> Policy:
+    path = find(name, extra)
+    if path is None:
+        known = ", ".join(available(extra)) or "(none)"
+        dirs = ", ".join(str(d) for d in policies_dirs(extra)) or "(none)"
+        raise PolicyError(f"unknown policy '{name}'", hint=f"known policies: {known} (looked in {dirs}; "
+                                                           "qpatch --policies DIR adds a directory)")
+    modname = path.stem
+    # the directory holding it goes first, so that its own imports of qpatch_policies.* find its neighbours
+    dirs = [path.parent] + [d for d in policies_dirs(extra) if d != path.parent]
+    _ensure_package(dirs)
     full = f"{PACKAGE}.{modname}"
     sys.modules.pop(full, None)
     try:
         mod = importlib.import_module(full)
     except PolicyError as e:  # a rule or condition refused its arguments: name the line that built it
-        where = _where(e, pdir) or _rel(str(path))
+        where = _where(e, dirs) or _rel(str(path))
         msg = str(e)
         raise PolicyError(msg if msg.startswith(where.split(":")[0]) else f"{where}: {msg}") from None
     except Exception as e:  # the policy author's bug: report where
-        where = _where(e, pdir) or _rel(str(path))
+        where = _where(e, dirs) or _rel(str(path))
         msg = e.msg if isinstance(e, SyntaxError) else str(e)
         raise PolicyError(f"{where}: {type(e).__name__}: {msg}") from None
     pol = getattr(mod, "POLICY", None)
@@ -113,7 +165,7 @@ def _load(name: str) -> Policy:
                     raise PolicyError(f"{r.source}: unknown ftype {bad[0]!r} in Ftypes(...)")
     digest = hashlib.sha256(repr((pol.rules, pol.fallback, pol.missing_imatrix, pol.imatrix_mismatch,
                                   pol.archs)).encode()).hexdigest()[:16]
-    return _replace(pol, source=_rel(str(path)), content_hash=digest,
+    return _replace(pol, source=_rel(str(path)), directory=str(path.parent), content_hash=digest,
                     description=pol.description or (mod.__doc__ or "").strip())
 
 

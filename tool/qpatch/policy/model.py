@@ -365,6 +365,7 @@ class Policy:
     description: str = ""
     source: str = ""  # policies/<file>.py
     content_hash: str = ""
+    directory: str = ""  # where it was found (the loader sets it; not part of the hash)
 
     def __post_init__(self):
         if self.missing_imatrix not in ("abort", "q8_0"):
@@ -379,20 +380,11 @@ class Policy:
 def _caller_source(depth: int = 2) -> str:
     # sys._getframe, not inspect.stack(): that reads source context for every frame on the
     # stack, ~0.3 s for the ~100 rules of deepseek-v3, on every `qpatch plan`.
+    # `<directory name>/<file>:<line>`, wherever the directory lives: sources are in the hash and the C++
     frame = sys._getframe(depth)
     path = frame.f_code.co_filename
-    root = os.environ.get("QPATCH_ROOT") or _repo_root()
-    try:
-        rel = os.path.relpath(path, root)
-    except ValueError:
-        rel = path
-    if rel.startswith(".."):
-        rel = os.path.basename(path)
-    return f"{rel}:{frame.f_lineno}"
+    return f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}:{frame.f_lineno}"
 
-
-def _repo_root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def rule(select: Select | str | tuple, then: Action | T, *when: Cond, note: str = "") -> Rule:
