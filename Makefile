@@ -70,7 +70,7 @@ demo: setup
 	$(BIN)/qpatch fetch
 	$(BIN)/qpatch apply deepseek-v3
 	$(BIN)/qpatch build --cpu
-	$(BIN)/qpatch synth deepseek-v3 $(DEMO)/deepseek-v3-thin.gguf --imatrix $(DEMO)/deepseek-v3-thin.imatrix.gguf
+	$(BIN)/qpatch synth deepseek-v3 $(DEMO)/deepseek-v3-thin.gguf --imatrix $(DEMO)/deepseek-v3-thin.imatrix.gguf --mkdir --force
 	$(BIN)/qpatch plan $(DEMO)/deepseek-v3-thin.gguf --ftype IQ1_M --imatrix $(DEMO)/deepseek-v3-thin.imatrix.gguf --policy deepseek-v3
 	$(BIN)/qpatch quantize $(DEMO)/deepseek-v3-thin.gguf $(DEMO)/deepseek-v3-thin-IQ1_M.gguf --ftype IQ1_M --imatrix $(DEMO)/deepseek-v3-thin.imatrix.gguf --policy deepseek-v3
 	$(BIN)/qpatch diff --stat

@@ -38,7 +38,7 @@ BIN=llama.cpp/build-cuda/bin/llama-quantize
 ldd $BIN | grep -ci cuda | sed 's/^/CUDA libraries linked: /' | tee -a "$OUT/steps.txt"
 
 M=/tmp/m; mkdir -p $M
-$Q synth deepseek-v3 $M/ds.gguf --imatrix $M/ds.imatrix.gguf | tail -1
+$Q synth deepseek-v3 $M/ds.gguf --imatrix $M/ds.imatrix.gguf --force | tail -1
 for ft in IQ1_M IQ2_XXS Q4_K_M Q2_0; do
   t=$(now)
   PYTHONPATH=tests .venv/bin/python - "$BIN" "$M/ds.gguf" "$M/ds.imatrix.gguf" "$ft" <<'PY' | tee -a "$OUT/steps.txt"

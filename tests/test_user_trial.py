@@ -147,3 +147,46 @@ def test_apply_records_where_the_policy_was_found(checkout, tmp_path, monkeypatc
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, ["check", "--dir", str(checkout.path)])  # no --policies: the recorded directory
     assert r.exit_code == 0 and "up to date with policy my-mix" in r.stdout, r.output
+
+
+def test_step_has_a_default_ladder_and_says_when_it_cannot_step(pdir, zoo_files):
+    (pdir / "stepper.py").write_text(HEADER + "POLICY = Policy('stepper', 'x', (rule('ffn_down_exps', Step(1)),))\n")
+    model, _ = zoo_files["deepseek2-mla-10L"]
+    r = CliRunner().invoke(cli, ["plan", str(model), "-f", "Q2_K", "--policy", "stepper", "--format", "json"])
+    exps = [t for t in json.loads(r.stdout)["tensors"] if "ffn_down_exps" in t["name"]]
+    assert exps and all(t["type"] == "Q3_K" for t in exps)  # stock's Q3_K is not on LADDER: kept, and said
+    assert all(t["rule"].endswith("(Step: stock's Q3_K is off the ladder, kept)") for t in exps)
+    r = CliRunner().invoke(cli, ["plan", str(model), "-f", "Q4_K_M", "--policy", "stepper", "--format", "json"])
+    assert {t["type"] for t in json.loads(r.stdout)["tensors"] if "ffn_down_exps" in t["name"]} <= {"Q5_K", "Q8_0"}
+    (pdir / "badstep.py").write_text(HEADER + "R = rule('ffn_down', Step(1.5))\nPOLICY = Policy('badstep', 'x', (R,))\n")
+    with pytest.raises(PolicyError, match=r"badstep\.py:3: Step\(1\.5\): the number of steps must be an integer"):
+        loader.load("badstep")
+
+
+def test_plan_warns_about_rules_and_imatrices_that_do_not_fit(pdir, zoo_files):
+    (pdir / "typo.py").write_text(HEADER + "POLICY = Policy('typo', 'x', (rule('attn_kvb', T.Q8_0), "
+                                  "rule('ffn_down_exps', T.Q4_K)))\n")
+    model, _ = zoo_files["deepseek2-mla-10L"]
+    _, other_im = zoo_files["llama-moe8-gqa2-13L"]
+    r = CliRunner().invoke(cli, ["plan", str(model), "-f", "Q4_K_M", "--policy", "typo", "--imatrix", str(other_im)])
+    warnings = [ln for ln in r.stdout.splitlines() if ln.startswith("warning: ")]
+    assert warnings[0] == "warning: policies/typo.py:3: selects no tensor of this model (attn_kvb)"
+    assert re.match(r"warning: the imatrix has no entry for \d+ and an entry of another length for \d+ of the \d+ "
+                    r"tensors quantized .*: is it this model's\?", warnings[1])
+    assert len(warnings) == 2  # ffn_down_exps exists: no warning for it
+    qwen, _ = zoo_files["qwen3moe-128e-24L"]
+    r = CliRunner().invoke(cli, ["plan", str(qwen), "-f", "Q4_K_M", "--policy", "deepseek-v3", "--format", "json"])
+    assert json.loads(r.stdout)["warnings"] == [
+        "policy deepseek-v3 is for deepseek2; this model is qwen3moe: it changes nothing here"]
+
+
+def test_synth_overwrites_and_creates_nothing_unless_told(tmp_path):
+    out = tmp_path / "new" / "m.gguf"
+    r = CliRunner().invoke(cli, ["synth", "llama-gqa", str(out)])
+    assert r.exit_code == 2 and "does not exist" in r.stderr and "--mkdir" in r.stderr and not out.parent.exists()
+    assert CliRunner().invoke(cli, ["synth", "llama-gqa", str(out), "--mkdir"]).exit_code == 0
+    before = out.read_bytes()
+    r = CliRunner().invoke(cli, ["synth", "qwen3-moe", str(out)])
+    assert r.exit_code == 2 and "exists" in r.stderr and "--force" in r.stderr and out.read_bytes() == before
+    assert CliRunner().invoke(cli, ["synth", "qwen3-moe", str(out), "--force"]).exit_code == 0
+    assert out.read_bytes() != before

@@ -61,6 +61,9 @@ class Plan:
     errors: list[str] = field(default_factory=list)  # what would make llama-quantize abort
     # the subset of `errors` that a --dry-run does not reach (imatrix checks, writing the data)
     real_run_only: list[str] = field(default_factory=list)
+    # what is legal but probably not what the user meant: a policy for another architecture, rules that
+    # select no tensor of this model, an imatrix that does not fit it
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
@@ -271,6 +274,13 @@ def selects(r: Rule, x: Ctx) -> bool:
     return re.search(s.pattern, x.name) is not None
 
 
+def why(r: Rule, x: Ctx) -> str:
+    """The deciding rule as a plan shows it: its file:line, and what a Step did when it could not step."""
+    if isinstance(r.then, Step) and x.stock not in r.then.ladder:
+        return f"{r.source} (Step: stock's {x.stock.name} is off the ladder, kept)"
+    return r.source
+
+
 def policy_choice(policy: Policy, x: Ctx) -> tuple[T, Rule | None]:
     if policy.archs and x.model.arch not in policy.archs:
         return x.stock, None
@@ -289,7 +299,38 @@ def plan(model: ModelFacts, policy: Policy, opts: Options, pin: str) -> Plan:
 
     p = family_of(pin).plan(model, policy, opts)
     p.pin = pin
+    p.warnings = plan_warnings(model, policy, opts, p)
     return p
+
+
+def plan_warnings(model: ModelFacts, policy: Policy, opts: Options, p: Plan) -> list[str]:
+    from .model_facts import kind_of
+
+    out = []
+    if policy.archs and model.arch not in policy.archs:
+        out.append(f"policy {policy.name} is for {', '.join(policy.archs)}; this model is {model.arch}: "
+                   "it changes nothing here")
+    else:
+        kinds = {kind_of(t.name) for t in model.tensors}
+        names = [t.name for t in model.tensors]
+        for r in policy.rules:
+            sel = r.select
+            if sel.stock:  # a stock site: which tensors reach it is the family's business
+                continue
+            hit = (any(k in kinds for k in sel.kinds) if sel.kinds else
+                   any(sel.contains in n for n in names) if sel.contains else
+                   any(re.search(sel.pattern, n) for n in names))
+            if not hit:
+                out.append(f"{r.source}: selects no tensor of this model ({sel.describe()})")
+    if opts.imatrix is not None:
+        chosen = [t for t in p.tensors if t.chosen]
+        missing = [t.name for t in chosen if t.name not in opts.imatrix]
+        wrong = [t.name for t in chosen if t.name in opts.imatrix
+                 and opts.imatrix[t.name] != t.shape[0] * (t.shape[2] if len(t.shape) > 2 else 1)]
+        if missing or wrong:
+            out.append(f"the imatrix has no entry for {len(missing)} and an entry of another length for {len(wrong)} "
+                       f"of the {len(chosen)} tensors quantized (e.g. {(missing or wrong)[0]}): is it this model's?")
+    return out
 
 
 def fallback_table(policy: Policy, model: ModelFacts, stock_table: dict[T, T]) -> dict[T, T] | None:

@@ -122,6 +122,7 @@ def to_json(plan: Plan) -> dict:
         "total_bytes": plan.total_bytes,
         "bpw": round(plan.bpw, 4),
         "errors": list(plan.errors),
+        "warnings": list(plan.warnings),
     }
 
 
@@ -165,6 +166,7 @@ def render_table(plan: Plan, *, show_unquantized: bool = False) -> str:
     if hidden and not show_unquantized:
         lines.append(f"({hidden} tensors kept as they are: norms, biases, router weights; --all shows them)")
     lines.append(_footer(plan))
+    lines += [f"warning: {w}" for w in plan.warnings]
     for e in collapse_errors(plan.errors):
         lines.append(f"error: {e}")
     return "\n".join(lines)
@@ -225,6 +227,7 @@ def render_compare(base: Plan, new: Plan, *, markdown: bool = False) -> str:
 def _compare_errors(base: Plan, new: Plan) -> list[str]:
     """Why llama-quantize would abort either job: `plan --compare` names them (its exit status says so)."""
     out = []
+    out += [f"warning: {new.policy.name}: {w}" for w in new.warnings]
     for p in (base, new):
         out += [f"error: {p.policy.name}: {e}" for e in collapse_errors(p.errors)]
     return out

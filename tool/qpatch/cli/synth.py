@@ -25,15 +25,26 @@ def _spec(preset: str):
 @click.argument("preset", type=click.Choice(PRESETS))
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--imatrix", type=click.Path(dir_okay=False), help="also write a synthetic GGUF imatrix here")
-def synth_cmd(preset, out, imatrix):
+@click.option("--force", is_flag=True, help="overwrite files that exist")
+@click.option("--mkdir", is_flag=True, help="create missing directories")
+def synth_cmd(preset, out, imatrix, force, mkdir):
     """Write a thin GGUF model shaped like PRESET (real hyper-parameters and row lengths, 2 rows per
-    matrix, 2 stored experts): real input for plan, quantize and verify, in megabytes."""
+    matrix, 2 stored experts): real input for plan, quantize and verify, in megabytes.
+
+    It overwrites nothing and creates no directory unless told (--force, --mkdir)."""
     from pathlib import Path
 
+    from ..errors import UsageError
     from ..synth import write_imatrix, write_model
 
+    for path in (p for p in (out, imatrix) if p):
+        if Path(path).exists() and not force:
+            raise UsageError(f"{path} exists", hint="pass --force to overwrite it")
+        if not Path(path).parent.is_dir():
+            if not mkdir:
+                raise UsageError(f"directory {Path(path).parent} does not exist", hint="pass --mkdir to create it")
+            Path(path).parent.mkdir(parents=True)
     spec = _spec(preset)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
     write_model(spec, out)
     click.echo(f"wrote {out}: {spec.arch}, {spec.n_layer} blocks, {spec.n_expert} experts, "
                f"{len(spec.tensors())} tensors, {Path(out).stat().st_size / 2**20:.1f} MiB")

@@ -270,10 +270,21 @@ class ByFtype:
 
 @dataclass(frozen=True)
 class Step:
-    """Move stock's choice `by` steps along `ladder` (clamped); off-ladder choices are kept."""
+    """Move stock's choice `by` steps along `ladder` (default: LADDER), clamped at its ends.
+
+    A stock choice that is not on the ladder (Q2_K, Q3_K with the default one) is kept, and the plan
+    says so beside the rule ("Step: stock's Q2_K is off the ladder, kept")."""
 
     by: int
-    ladder: tuple[T, ...]
+    ladder: tuple[T, ...] = ()
+
+    def __post_init__(self):
+        if not isinstance(self.by, int) or isinstance(self.by, bool):
+            raise PolicyError(f"Step({self.by!r}): the number of steps must be an integer")
+        if not self.ladder:
+            object.__setattr__(self, "ladder", LADDER)
+        if len(set(self.ladder)) != len(self.ladder) or not all(isinstance(t, T) for t in self.ladder):
+            raise PolicyError(f"Step: the ladder must be distinct ggml types, got {self.ladder!r}")
 
     def describe(self):
         return f"stock {'+' if self.by >= 0 else ''}{self.by} step(s)"

@@ -12,6 +12,7 @@ import re
 
 from ...catalogue import T, block_size, is_quantized, tensor_bytes
 from ...evaluate import Ctx, Options, Plan, Positions, TensorPlan, fallback_table, ggml_n_dims, policy_choice
+from ...evaluate import why as explain
 from ...model_facts import ModelFacts, kind_of
 from ...policy.model import Policy
 from ..base import Family
@@ -85,7 +86,7 @@ def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
                     stock_site(name))
             picked, r = policy_choice(policy, x)
             if r is not None:
-                new, why = picked, r.source
+                new, why = picked, explain(r, x)
             try:
                 new, fell, fb_why = fallback(new, shape[0], fb_table)
             except ValueError as e:
