@@ -143,3 +143,24 @@ def test_sweep_measures_caches_and_keeps_going(current_patched_build, work, tmp_
     for q in json.loads(again.stdout)["quants"]:
         if q["status"] == "ok":
             assert f"{q['kld_mean']:.5f}" in first[q["name"]]  # the cached numbers are the measured ones
+
+
+def test_import_of_a_real_quantized_gguf_round_trips(work, tmp_path):
+    """A GGUF stock llama-quantize wrote, with two overrides: imported, the policy's plan is the file's types."""
+    _, base, _, _ = work
+    tree = stock_binary.pin_dir(PIN) / "llama.cpp"
+    quant = tmp_path / "q.gguf"
+    q = tree / "build-cpu" / "bin" / "llama-quantize"
+    os.system(f"'{q}' --tensor-type ffn_down_exps=q6_k --tensor-type 'blk\\.1\\.attn_output=q8_0' '{base}' '{quant}' "
+              f"Q3_K_M 2 > '{tmp_path}/q.log' 2>&1")
+    assert quant.exists(), (tmp_path / "q.log").read_text()[-2000:]
+    out = tmp_path / "mine"
+    r = CliRunner().invoke(cli, ["import", "from-file", "--gguf", str(quant), "--model", str(base), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "round trip: the policy gives all" in r.stdout and "the types of q.gguf" in r.stdout
+    src = (out / "from_file.py").read_text()
+    assert "rule('ffn_down_exps', T.Q6_K)" in src and "rule(in_blocks('attn_output', '1'), T.Q8_0)" in src
+    plan = CliRunner().invoke(cli, ["--policies", str(out), "plan", str(base), "-f", "Q3_K_M", "--policy", "from-file",
+                                    "--format", "json"])
+    have = {t.name: t.type.name for t in read_header(quant).tensors}
+    assert {t["name"]: t["type"] for t in json.loads(plan.stdout)["tensors"]} == have
