@@ -83,3 +83,21 @@ def test_in_blocks_reads_as_its_list(spec):
     hits = [b for b in range(0, 70) if re.search(pat, f"blk.{b}.ffn_down_exps.weight")]
     assert hits == ([0, 1, 2, 5] if spec == "0-2,5" else [7])
     assert not re.search(pat, "blk.0.ffn_down_exps_x.weight") and not re.search(pat, "blk.0.ffn_down.weight")
+
+
+def test_model_card_is_the_command_what_each_override_sets_and_the_sizes(zoo_files):
+    model, im = zoo_files[DS]
+    r = CliRunner().invoke(cli, ["export", "deepseek-v3", str(model), "-f", "IQ2_XXS", "--imatrix", str(im),
+                                 "--format", "model-card"])
+    assert r.exit_code == 0, r.output
+    card = r.stdout
+    plan = json.loads(CliRunner().invoke(cli, ["plan", str(model), "-f", "IQ2_XXS", "--imatrix", str(im), "--policy",
+                                               "deepseek-v3", "--format", "json"]).stdout)
+    listed = CliRunner().invoke(cli, ["export", "deepseek-v3", str(model), "-f", "IQ2_XXS", "--imatrix", str(im),
+                                      "--format", "tensor-type-file"]).stdout.split()
+    assert card.startswith(f"### Quantization: IQ2_XXS, ") and f"{plan['bpw']:.3f} bpw" in card.splitlines()[0]
+    assert [ln.strip().removeprefix("--tensor-type '").removesuffix("' \\") for ln in card.splitlines()
+            if ln.strip().startswith("--tensor-type")] == listed  # the same overrides, in the same order
+    rows = [ln for ln in card.splitlines() if ln.startswith("| `^blk")]
+    assert len(rows) == len(listed) and all(ln.count(" | ") == 1 for ln in rows)  # pipes in patterns escaped
+    assert "| **total** |" in card and f"| {len(plan['tensors'])} |" in card

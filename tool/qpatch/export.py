@@ -48,7 +48,7 @@ from .model_facts import ModelFacts
 from .policy.model import Policy
 from .report import _ranges
 
-FORMATS = ("tensor-type", "tensor-type-file", "custom-q")
+FORMATS = ("tensor-type", "tensor-type-file", "custom-q", "model-card")
 
 # The policy the unpatched binary follows: no rules, stock's fallback, stock's imatrix checks.
 STOCK = Policy(name="stock", summary="llama.cpp's own choices", rules=())
@@ -426,7 +426,54 @@ def render(ex: Export, fmt: str = "tensor-type", *, imatrix: str | None = None) 
         raise UsageError(f"unknown export format '{fmt}'", hint=f"formats: {', '.join(FORMATS)}")
     if fmt == "tensor-type-file":  # llama-quantize reads every word of the file as PATTERN=TYPE: no comments
         return "".join(f"{o.spec}\n" for o in ex.overrides)
+    if fmt == "model-card":
+        return model_card(ex, imatrix=imatrix)
     return "\n".join(header(ex, imatrix=imatrix) + _body(ex, fmt)) + "\n"
+
+
+def _sets(names: tuple[str, ...]) -> str:
+    """The tensors an override sets, as a reader checks them: kinds over block ranges."""
+    from .model_facts import block_of, kind_of
+    from .report import _ranges
+
+    kinds: dict[str, list[int]] = {}
+    for n in names:
+        kinds.setdefault(kind_of(n), []).append(block_of(n))
+    return ", ".join(k if b == [-1] else f"blk.[{_ranges(sorted(b))}].{k}" for k, b in kinds.items())
+
+
+def model_card(ex: Export, *, imatrix: str | None = None) -> str:
+    """A recipe block to paste into a model card: the command, what each override sets, the size of every
+    group of tensors and the total."""
+    from .report import groups, human_bytes
+
+    p = ex.plan
+    total = p.total_bytes
+    lines = [f"### Quantization: {p.options.ftype.name}, {human_bytes(total)}, {p.bpw:.3f} bpw", "",
+             f"Made with llama.cpp {p.pin}'s stock `llama-quantize` and the overrides below (the mix of qpatch "
+             f"policy `{p.policy.name}`, checked tensor by tensor with qpatch's model of that llama-quantize).", "",
+             "```sh", "llama-quantize" + (f" --imatrix {imatrix}" if imatrix else "") + " \\"]
+    lines += [f"  --tensor-type '{o.spec}' \\" for o in ex.overrides]
+    lines += [f"  {p.model.name} {p.model.name.removesuffix('.gguf')}-{p.options.ftype.name}.gguf "
+              f"{p.options.ftype.name}", "```", ""]
+    if ex.overrides:
+        lines += ["| override | sets |", "|---|---|"]
+        # a | inside a table cell ends the cell, even inside backticks: markdown wants it escaped
+        lines += [f"| `{o.spec.replace('|', chr(92) + '|')}` | {_sets(o.sets)} |" for o in ex.overrides]
+        lines.append("")
+    lines += ["| tensors | type | n | size | share |", "|---|---|---:|---:|---:|"]
+    for g in groups(p):
+        if g.rule.startswith("not quantized"):
+            continue
+        lines.append(f"| `{g.label}` | {g.type} | {g.count} | {human_bytes(g.nbytes)} | {100 * g.nbytes / total:.1f} % |")
+    kept = sum(t.nbytes for t in p.tensors if t.rule.startswith("not quantized"))
+    if kept:
+        lines.append(f"| norms, biases, router | as converted | | {human_bytes(kept)} | {100 * kept / total:.1f} % |")
+    lines.append(f"| **total** | | {len(p.tensors)} | **{human_bytes(total)}** | {p.bpw:.3f} bpw |")
+    if ex.inexpressible:
+        lines += ["", f"{len(ex.inexpressible)} tensor(s) keep stock's type (the overrides cannot reach them): "
+                  + "; ".join(describe_lost(ex.inexpressible))]
+    return "\n".join(lines) + "\n"
 
 
 def header(ex: Export, *, imatrix: str | None = None) -> list[str]:

@@ -14,10 +14,11 @@ from ..errors import NotExpressible
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--ftype", "-f", required=True, help="llama-quantize ftype, e.g. Q4_K_M, IQ1_M")
 @click.option("--imatrix", type=click.Path(dir_okay=False), help="the imatrix file the run will use (GGUF or legacy)")
-@click.option("--format", "fmt", type=click.Choice(["tensor-type", "tensor-type-file", "custom-q"]),
+@click.option("--format", "fmt", type=click.Choice(["tensor-type", "tensor-type-file", "custom-q", "model-card"]),
               default="tensor-type", show_default=True,
               help="tensor-type: `--tensor-type 'PAT=type' \\` lines to paste; tensor-type-file: PAT=type lines; "
-                   "custom-q: one PAT=type,PAT=type string")
+                   "custom-q: one PAT=type,PAT=type string; model-card: a markdown recipe block (command, what each "
+                   "override sets, size per group, total)")
 @click.option("--pin", default=None, help="the pin whose stock llama-quantize reads the list (default: the default pin)")
 @click.option("--allow-partial", is_flag=True,
               help="print the list even where some tensors cannot be expressed (they are named in its header)")
