@@ -97,7 +97,7 @@ def test_errors_are_collapsed_by_message_over_block_ranges():
     ]
     many = [f"blk.0.t{i}.weight: message {i}" for i in range(20)]
     out = collapse_errors(many, limit=5)
-    assert out[:5] == [f"blk.[0].t{i}.weight: message {i}" for i in range(5)]
+    assert out[:5] == [f"blk.0.t{i}.weight: message {i}" for i in range(5)]
     assert out[5] == "... and 15 more (--format json lists every error)"
 
 

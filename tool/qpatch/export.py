@@ -46,7 +46,7 @@ from .evaluate import Plan, plan
 from .pins import family_of
 from .model_facts import ModelFacts
 from .policy.model import Policy
-from .report import _ranges
+from .report import block_label
 
 FORMATS = ("tensor-type", "tensor-type-file", "custom-q", "model-card")
 
@@ -415,7 +415,7 @@ def describe_lost(lost: tuple[Inexpressible, ...]) -> list[str]:
     lines = []
     for (kind, p, s, _), items in groups.items():
         blocks = sorted(int(m.group(1)) for i in items if (m := _BLK.match(i.name)))
-        where = f"blk.[{_ranges(blocks)}].{kind}" if blocks else kind
+        where = block_label(blocks, kind) if blocks else kind
         lines.append(f"{where}: policy {p.name.lower()}, stock {s.name.lower()} ({items[0].reason})")
     return lines
 
@@ -434,12 +434,11 @@ def render(ex: Export, fmt: str = "tensor-type", *, imatrix: str | None = None) 
 def _sets(names: tuple[str, ...]) -> str:
     """The tensors an override sets, as a reader checks them: kinds over block ranges."""
     from .model_facts import block_of, kind_of
-    from .report import _ranges
 
     kinds: dict[str, list[int]] = {}
     for n in names:
         kinds.setdefault(kind_of(n), []).append(block_of(n))
-    return ", ".join(k if b == [-1] else f"blk.[{_ranges(sorted(b))}].{k}" for k, b in kinds.items())
+    return ", ".join(k if b == [-1] else block_label(b, k) for k, b in kinds.items())
 
 
 def model_card(ex: Export, *, imatrix: str | None = None) -> str:

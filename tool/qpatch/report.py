@@ -21,6 +21,12 @@ class Group:
     nbytes: int
 
 
+def block_label(blocks, kind: str) -> str:
+    """Tensors of one kind over blocks, as recipes write them: blk.7.ffn_down, blk.[0-2,5].ffn_down."""
+    bs = sorted(set(blocks))
+    return f"blk.{bs[0]}.{kind}" if len(bs) == 1 else f"blk.[{_ranges(bs)}].{kind}"
+
+
 def _ranges(blocks: list[int]) -> str:
     parts, start, prev = [], None, None
     for b in blocks:
@@ -55,7 +61,7 @@ def collapse_errors(errors: list[str], limit: int = MAX_ERROR_LINES) -> list[str
         by_msg.setdefault(msg, {}).setdefault(rest, []).append(-1 if blk is None else int(blk))
     lines = []
     for msg, kinds in by_msg.items():
-        names = [rest if blocks == [-1] else f"blk.[{_ranges(sorted(set(blocks)))}].{rest}"
+        names = [rest if blocks == [-1] else block_label(blocks, rest)
                  for rest, blocks in kinds.items()]
         n = sum(len(b) for b in kinds.values())
         if not names:
@@ -92,7 +98,7 @@ def groups(plan: Plan) -> list[Group]:
         g.nbytes += t.nbytes
     for g in out:
         if g.blocks:
-            g.label = f"blk.[{_ranges(sorted(g.blocks))}].{g.kind}"
+            g.label = block_label(g.blocks, g.kind)
     # block groups ordered by kind's first appearance, then first block
     first_kind: dict[str, int] = {}
     for i, g in enumerate(out):
@@ -203,7 +209,7 @@ def render_compare(base: Plan, new: Plan, *, markdown: bool = False) -> str:
     for key in order:
         kind, t0, t1, rule = key
         blocks = runs[key]
-        label = f"blk.[{_ranges(sorted(blocks))}].{kind}" if blocks else kind
+        label = block_label(blocks, kind) if blocks else kind
         rows.append((label, t0, t1, str(max(1, len(blocks))), rule))
     saved = new.total_bytes - base.total_bytes
     footer = (f"{base.policy.name}: {human_bytes(base.total_bytes)}, {base.bpw:.3f} bpw -> {new.policy.name}: "
