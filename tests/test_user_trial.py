@@ -170,7 +170,7 @@ def test_plan_warns_about_rules_and_imatrices_that_do_not_fit(pdir, zoo_files):
     _, other_im = zoo_files["llama-moe8-gqa2-13L"]
     r = CliRunner().invoke(cli, ["plan", str(model), "-f", "Q4_K_M", "--policy", "typo", "--imatrix", str(other_im)])
     warnings = [ln for ln in r.stdout.splitlines() if ln.startswith("warning: ")]
-    assert warnings[0] == "warning: policies/typo.py:3: selects no tensor of this model (attn_kvb)"
+    assert warnings[0] == "warning: policies/typo.py:3: 'attn_kvb' is no tensor kind llama.cpp knows (a typo?)"
     assert re.match(r"warning: the imatrix has no entry for \d+ and an entry of another length for \d+ of the \d+ "
                     r"tensors quantized .*: is it this model's\?", warnings[1])
     assert len(warnings) == 2  # ffn_down_exps exists: no warning for it
@@ -178,6 +178,12 @@ def test_plan_warns_about_rules_and_imatrices_that_do_not_fit(pdir, zoo_files):
     r = CliRunner().invoke(cli, ["plan", str(qwen), "-f", "Q4_K_M", "--policy", "deepseek-v3", "--format", "json"])
     assert json.loads(r.stdout)["warnings"] == [
         "policy deepseek-v3 is for deepseek2; this model is qwen3moe: it changes nothing here"]
+    (pdir / "mla.py").write_text(HEADER + "POLICY = Policy('mla', 'x', (rule('attn_k_b', T.Q8_0), "
+                                 "rule('attn_v_b', T.Q6_K)))\n")
+    r = CliRunner().invoke(cli, ["plan", str(qwen), "-f", "Q4_K_M", "--policy", "mla", "--format", "json"])
+    assert json.loads(r.stdout)["warnings"] == ["none of policy mla's 2 rule(s) selects a tensor of this model"]
+    r = CliRunner().invoke(cli, ["plan", str(model), "-f", "Q4_K_M", "--policy", "n-expert-fix", "--format", "json"])
+    assert json.loads(r.stdout)["warnings"] == []  # a policy for every architecture: rules for others stay quiet
 
 
 def test_synth_overwrites_and_creates_nothing_unless_told(tmp_path):

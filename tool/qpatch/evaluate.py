@@ -303,25 +303,38 @@ def plan(model: ModelFacts, policy: Policy, opts: Options, pin: str) -> Plan:
     return p
 
 
+def known_kinds() -> frozenset[str]:
+    """Tensor kinds llama.cpp names (gguf-py's table, `blk.{bid}.` dropped): a kind outside it is a typo."""
+    from gguf.constants import TENSOR_NAMES
+
+    return frozenset(v.replace("blk.{bid}.", "") for v in TENSOR_NAMES.values())
+
+
 def plan_warnings(model: ModelFacts, policy: Policy, opts: Options, p: Plan) -> list[str]:
     from .model_facts import kind_of
 
     out = []
+    kinds = {kind_of(t.name) for t in model.tensors}
+    known = known_kinds() | kinds
+    for r in policy.rules:
+        for k in r.select.kinds:
+            if k not in known:
+                out.append(f"{r.source}: '{k}' is no tensor kind llama.cpp knows (a typo?)")
     if policy.archs and model.arch not in policy.archs:
         out.append(f"policy {policy.name} is for {', '.join(policy.archs)}; this model is {model.arch}: "
                    "it changes nothing here")
-    else:
-        kinds = {kind_of(t.name) for t in model.tensors}
-        names = [t.name for t in model.tensors]
-        for r in policy.rules:
-            sel = r.select
+    elif policy.rules:  # rules for other layouts are normal (deepseek-v3 covers attn_kv_b and attn_k_b/v_b);
+        names = [t.name for t in model.tensors]  # a policy none of whose rules finds a tensor is not
+
+        def hits(sel) -> bool:
             if sel.stock:  # a stock site: which tensors reach it is the family's business
-                continue
-            hit = (any(k in kinds for k in sel.kinds) if sel.kinds else
-                   any(sel.contains in n for n in names) if sel.contains else
-                   any(re.search(sel.pattern, n) for n in names))
-            if not hit:
-                out.append(f"{r.source}: selects no tensor of this model ({sel.describe()})")
+                return True
+            return (any(k in kinds for k in sel.kinds) if sel.kinds else
+                    any(sel.contains in n for n in names) if sel.contains else
+                    any(re.search(sel.pattern, n) for n in names))
+
+        if not any(hits(r.select) for r in policy.rules):
+            out.append(f"none of policy {policy.name}'s {len(policy.rules)} rule(s) selects a tensor of this model")
     if opts.imatrix is not None:
         chosen = [t for t in p.tensors if t.chosen]
         missing = [t.name for t in chosen if t.name not in opts.imatrix]

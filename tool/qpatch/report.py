@@ -136,13 +136,27 @@ def render_json(plan: Plan) -> str:
     return json.dumps(to_json(plan), indent=2)
 
 
-def _header(plan: Plan) -> str:
-    o = plan.options
+def options_text(o) -> list[str]:
+    """Every llama-quantize option of the job that changes types, as the command line names it."""
     extra = []
     if o.pure:
-        extra.append("pure")
+        extra.append("--pure")
+    if o.leave_output_tensor:
+        extra.append("--leave-output-tensor")
+    if o.output_tensor_type is not None:
+        extra.append(f"--output-tensor-type {o.output_tensor_type.name.lower()}")
+    if o.token_embedding_type is not None:
+        extra.append(f"--token-embedding-type {o.token_embedding_type.name.lower()}")
     if o.tensor_types:
         extra.append(f"{len(o.tensor_types)} --tensor-type")
+    if o.prune_layers:
+        extra.append(f"--prune-layers {','.join(map(str, o.prune_layers))}")
+    return extra
+
+
+def _header(plan: Plan) -> str:
+    o = plan.options
+    extra = options_text(o)
     return (f"{plan.model.name}  arch={plan.model.arch}  blocks={plan.model.n_layer}  experts={plan.model.n_expert}  "
             f"policy={plan.policy.name}  pin={plan.pin}  ftype={o.ftype.name}  "
             f"imatrix={'yes' if o.has_imatrix else 'no'}" + ("  " + " ".join(extra) if extra else ""))
@@ -212,6 +226,9 @@ def render_compare(base: Plan, new: Plan, *, markdown: bool = False) -> str:
         label = block_label(blocks, kind) if blocks else kind
         rows.append((label, t0, t1, str(max(1, len(blocks))), rule))
     saved = new.total_bytes - base.total_bytes
+    opts = options_text(new.options)
+    both = (f"both sides: ftype {new.options.ftype.name}, imatrix {'yes' if new.options.has_imatrix else 'no'}"
+            + (", " + ", ".join(opts) if opts else ""))
     footer = (f"{base.policy.name}: {human_bytes(base.total_bytes)}, {base.bpw:.3f} bpw -> {new.policy.name}: "
               f"{human_bytes(new.total_bytes)}, {new.bpw:.3f} bpw ({'+' if saved >= 0 else '-'}{human_bytes(abs(saved))})")
     head = ("tensors", base.policy.name, new.policy.name, "n", "rule")
@@ -220,14 +237,14 @@ def render_compare(base: Plan, new: Plan, *, markdown: bool = False) -> str:
         lines += [f"| `{r[0]}` | {r[1]} | {r[2]} | {r[3]} | {r[4]} |" for r in rows]
         return "\n".join(lines + ["", footer])
     if not rows:
-        return "\n".join([f"{_header(new)}", "", f"no tensor changes type relative to {base.policy.name}", footer]
+        return "\n".join([f"{_header(new)}", "", f"no tensor changes type relative to {base.policy.name}", footer, both]
                          + _compare_errors(base, new))
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths[:3]) + f"  {{:>{widths[3]}}}  {{}}"
     lines = [_header(new), "", fmt.format(*head), fmt.format(*("-" * w for w in widths), "-" * 4)]
     lines += [fmt.format(*r) for r in rows]
     n = f"{len(rows)} group{'s' if len(rows) != 1 else ''} changed"
-    return "\n".join(lines + ["", f"{n}; " + footer] + _compare_errors(base, new))
+    return "\n".join(lines + ["", f"{n}; " + footer, both] + _compare_errors(base, new))
 
 
 def _compare_errors(base: Plan, new: Plan) -> list[str]:
