@@ -102,11 +102,19 @@ def report(r: VerifyResult) -> str:
     if r.ok:
         return f"{head}\nOK: every tensor has the predicted type"
     lines = [head, ""]
-    if r.mismatches:
-        w = max(len(m.name) for m in r.mismatches)
-        lines.append(f"{'tensor':<{w}}  {'expected':<8}  {'actual':<8}  deciding rule")
+    if r.mismatches:  # grouped as plan groups: one row per (kind, expected, actual, rule) over block ranges
+        from .model_facts import block_of, kind_of
+        from .report import block_label
+
+        runs: dict[tuple[str, str, str, str], list[int]] = {}
         for m in r.mismatches:
-            lines.append(f"{m.name:<{w}}  {m.expected:<8}  {m.actual:<8}  {m.rule}")
+            runs.setdefault((kind_of(m.name), m.expected, m.actual, m.rule), []).append(block_of(m.name))
+        rows = [(k if b == [-1] else block_label(b, k), e, a, str(len(b)), rule)
+                for (k, e, a, rule), b in runs.items()]
+        w = [max(len(x[i]) for x in rows + [("tensors", "expected", "actual", "n")]) for i in range(4)]
+        lines.append(f"{'tensors':<{w[0]}}  {'expected':<{w[1]}}  {'actual':<{w[2]}}  {'n':>{w[3]}}  deciding rule")
+        for t, e, a, n, rule in rows:
+            lines.append(f"{t:<{w[0]}}  {e:<{w[1]}}  {a:<{w[2]}}  {n:>{w[3]}}  {rule}")
     for n in r.missing:
         lines.append(f"missing from the quantized file: {n}")
     for n in r.extra:
