@@ -169,7 +169,8 @@ def test_plan_warns_about_rules_and_imatrices_that_do_not_fit(pdir, zoo_files):
     model, _ = zoo_files["deepseek2-mla-10L"]
     _, other_im = zoo_files["llama-moe8-gqa2-13L"]
     r = CliRunner().invoke(cli, ["plan", str(model), "-f", "Q4_K_M", "--policy", "typo", "--imatrix", str(other_im)])
-    warnings = [ln for ln in r.stdout.splitlines() if ln.startswith("warning: ")]
+    text = r.stdout.replace("\n    ", " ")  # wrapped to 120 columns: continuation lines are indented
+    warnings = [ln for ln in text.splitlines() if ln.startswith("warning: ")]
     assert warnings[0] == "warning: policies/typo.py:3: 'attn_kvb' is no tensor kind llama.cpp knows (a typo?)"
     assert re.match(r"warning: the imatrix has no entry for \d+ and an entry of another length for \d+ of the \d+ "
                     r"tensors quantized .*: is it this model's\?", warnings[1])

@@ -6,11 +6,19 @@ from .errors import PolicyError
 from .policy import loader
 
 
-def _table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+def _table(head: tuple[str, ...], rows: list[tuple[str, ...]], wrap: dict[int, int] | None = None) -> str:
+    """Aligned columns; a column in `wrap` (index -> width) is wrapped onto continuation lines."""
+    import textwrap
+
+    cells = []
+    for r in rows:
+        parts = [textwrap.wrap(c, (wrap or {}).get(i, 10**6), break_on_hyphens=False) or [""] for i, c in enumerate(r)]
+        height = max(len(p) for p in parts)
+        cells += [tuple(p[k] if k < len(p) else "" for p in parts) for k in range(height)]
+    widths = [max(len(r[i]) for r in cells + [head]) for i in range(len(head))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
     lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*r) for r in rows]
+    lines += [fmt.format(*r) for r in cells]
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -36,12 +44,17 @@ def show(name: str) -> str:
         rows.append((str(i), r.select.describe(), r.describe_when(), r.then.describe(), r.source))
     out = [f"{p.name}: {p.summary}",
            f"file: {p.source}   hash: {p.content_hash}   archs: {','.join(p.archs) or 'any'}", ""]
-    out.append(_table(("#", "tensors", "when", "type", "rule"), rows) if rows else "(no rules: stock's choices)")
+    # fits 120 columns: long selectors, conditions and ftype tables wrap onto continuation lines
+    out.append(_table(("#", "tensors", "when", "type", "rule"), rows, wrap={1: 22, 2: 44, 3: 18})
+               if rows else "(no rules: stock's choices)")
     out.append("")
     if p.fallback is None:
         out.append("shape fallback: stock's table")
     else:
-        out.append("shape fallback: " + ", ".join(f"{a.name}->{b.name}" for a, b in p.fallback))
+        import textwrap
+
+        out += textwrap.wrap("shape fallback: " + ", ".join(f"{a.name}->{b.name}" for a, b in p.fallback), 118,
+                             subsequent_indent="    ")
     out.append(f"missing imatrix entry for a very-low-bit tensor: {'abort (stock)' if p.missing_imatrix == 'abort' else 'quantize to Q8_0'}")
     out.append(f"imatrix entry of the wrong length: {'abort (stock)' if p.imatrix_mismatch == 'abort' else 'ignore it'}")
     return "\n".join(out)

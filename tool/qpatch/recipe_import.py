@@ -126,7 +126,7 @@ def import_policy(name: str, *, model, ftype: str | None = None, overrides: list
         base = api.make_plan(model, ftype, policy=stock, pin=pin, imatrix=imatrix)
         want = {t.name: t.type for t in quant.tensors}
         lines = lines_from_types(want, base)
-        what = f"the types of {Path(gguf).name}"
+        what, same_as = f"the types of {Path(gguf).name}", Path(gguf).name
         target = {t.name: want.get(t.name, t.type) for t in base.tensors}
     else:
         if not overrides:
@@ -135,7 +135,7 @@ def import_policy(name: str, *, model, ftype: str | None = None, overrides: list
             raise UsageError("importing overrides needs --ftype: the ftype the recipe is used with")
         lines = lines_from_overrides(overrides, pin)
         effect = api.make_plan(model, ftype, policy=stock, pin=pin, imatrix=imatrix, tensor_types=tuple(overrides))
-        what = "the recipe's effect on stock llama-quantize"
+        what, same_as = "the recipe's effect on stock llama-quantize", "stock llama-quantize given the recipe"
         target = {t.name: t.type for t in effect.tensors}
     fixups = 0
     for _ in range(MAX_ROUNDS):
@@ -151,7 +151,7 @@ def import_policy(name: str, *, model, ftype: str | None = None, overrides: list
     else:
         raise PolicyError(f"the import does not round-trip: {len(wrong)} tensor(s) still differ "
                           f"(e.g. {next(iter(wrong))}); no file written")
-    text = _source(name, what, ftype, Path(model).name, pin, lines, command)
+    text = _source(name, what, same_as, ftype, Path(model).name, pin, lines, command)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -166,12 +166,13 @@ def _ftype_of(quant, pin: str, gguf) -> str:
     return ft.name
 
 
-def _source(name: str, what: str, ftype: str, model: str, pin: str, lines: list[Line], command: str) -> str:
+def _source(name: str, what: str, same_as: str, ftype: str, model: str, pin: str, lines: list[Line],
+            command: str) -> str:
     body = "\n".join(ln.code() for ln in lines) or "    # stock already gives every tensor its type"
     uses = ["Policy", "rule"] + (["Select"] if any("Select(" in ln.source for ln in lines) else [])
     helpers = "from qpatch.policy.blocks import in_blocks\n" if any("in_blocks(" in ln.source for ln in lines) else ""
     doc = textwrap.fill(f"Round trip proven at import: planned on {model} at {ftype} (pin {pin}), this policy gives "
-                        f"every tensor the type it has in {what}. Rules are tried in order; the first that selects "
+                        f"every tensor the same type as {same_as}. Rules are tried in order; the first that selects "
                         "a tensor sets its type; tensors no rule selects keep stock's choice.", 100)
     return f'''"""{name}: imported by `qpatch import` from {what}.
 

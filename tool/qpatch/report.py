@@ -167,12 +167,44 @@ def _footer(plan: Plan) -> str:
             f"{plan.bpw:.3f} bits per weight")
 
 
+LABEL_WIDTH, RULE_WIDTH = 46, 44  # a DeepSeek-V3 plan fits 120 columns
+
+
+def _wrap_cell(text: str, width: int) -> list[str]:
+    """A cell over `width` broken after a ',' or at a space, continuation lines indented by two."""
+    out, rest = [], text
+    while len(rest) > width:
+        cut = max(rest.rfind(",", 0, width), rest.rfind(" ", 0, width))
+        if cut <= 0:
+            break
+        out.append(rest[:cut + 1].rstrip())
+        rest = "  " + rest[cut + 1:].lstrip()
+    return out + [rest]
+
+
+def _rows_wrapped(rows: list[tuple[str, ...]], wrap: dict[int, int]) -> list[tuple[str, ...]]:
+    out = []
+    for r in rows:
+        parts = [_wrap_cell(c, wrap[i]) if i in wrap else [c] for i, c in enumerate(r)]
+        out += [tuple(p[k] if k < len(p) else "" for p in parts) for k in range(max(len(p) for p in parts))]
+    return out
+
+
+def _said(kind: str, msg: str) -> list[str]:
+    """`error: ...` / `warning: ...` wrapped to 120 columns, continuation lines indented."""
+    import textwrap
+
+    return textwrap.wrap(f"{kind}: {msg}", 118, subsequent_indent="    ", break_on_hyphens=False,
+                         break_long_words=False) or [f"{kind}:"]
+
+
 def render_table(plan: Plan, *, show_unquantized: bool = False) -> str:
     rows = []
     for g in groups(plan):
         if not show_unquantized and g.rule.startswith("not quantized"):
             continue
         rows.append((g.label, g.type, str(g.count), human_bytes(g.nbytes), g.rule))
+    rows = _rows_wrapped(rows, {0: LABEL_WIDTH, 4: RULE_WIDTH})
     head = ("tensors", "type", "n", "size", "rule")
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
     lines = [_header(plan), ""]
@@ -180,15 +212,16 @@ def render_table(plan: Plan, *, show_unquantized: bool = False) -> str:
     lines.append(fmt.format(*head))
     lines.append(fmt.format(*("-" * w for w in widths), "-" * 4))
     for r in rows:
-        lines.append(fmt.format(*r))
+        lines.append(fmt.format(*r).rstrip())
     hidden = sum(1 for t in plan.tensors if t.rule.startswith("not quantized"))
     lines.append("")
     if hidden and not show_unquantized:
         lines.append(f"({hidden} tensors kept as they are: norms, biases, router weights; --all shows them)")
     lines.append(_footer(plan))
-    lines += [f"warning: {w}" for w in plan.warnings]
+    for w in plan.warnings:
+        lines += _said("warning", w)
     for e in collapse_errors(plan.errors):
-        lines.append(f"error: {e}")
+        lines += _said("error", e)
     return "\n".join(lines)
 
 
@@ -239,20 +272,24 @@ def render_compare(base: Plan, new: Plan, *, markdown: bool = False) -> str:
     if not rows:
         return "\n".join([f"{_header(new)}", "", f"no tensor changes type relative to {base.policy.name}", footer, both]
                          + _compare_errors(base, new))
+    n_groups = len(rows)
+    rows = _rows_wrapped(rows, {0: LABEL_WIDTH, 4: RULE_WIDTH})
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths[:3]) + f"  {{:>{widths[3]}}}  {{}}"
     lines = [_header(new), "", fmt.format(*head), fmt.format(*("-" * w for w in widths), "-" * 4)]
-    lines += [fmt.format(*r) for r in rows]
-    n = f"{len(rows)} group{'s' if len(rows) != 1 else ''} changed"
+    lines += [fmt.format(*r).rstrip() for r in rows]
+    n = f"{n_groups} group{'s' if n_groups != 1 else ''} changed"
     return "\n".join(lines + ["", f"{n}; " + footer, both] + _compare_errors(base, new))
 
 
 def _compare_errors(base: Plan, new: Plan) -> list[str]:
     """Why llama-quantize would abort either job: `plan --compare` names them (its exit status says so)."""
     out = []
-    out += [f"warning: {new.policy.name}: {w}" for w in new.warnings]
+    for w in new.warnings:
+        out += _said("warning", f"{new.policy.name}: {w}")
     for p in (base, new):
-        out += [f"error: {p.policy.name}: {e}" for e in collapse_errors(p.errors)]
+        for e in collapse_errors(p.errors):
+            out += _said("error", f"{p.policy.name}: {e}")
     return out
 
 
