@@ -238,44 +238,47 @@ def render_markdown(plan: Plan) -> str:
 
 
 def render_compare(base: Plan, new: Plan, *, markdown: bool = False) -> str:
-    """What `new` changes relative to `base`: per kind and block range, from -> to, and the rule."""
-    rows: list[tuple[str, str, str, str, str]] = []
+    """What `new` changes relative to `base`: per kind and block range, from -> to, the size change, the rule;
+    rows grouped by kind (in the model's order), then by first block."""
+    rows: list[tuple[str, str, str, str, str, str]] = []
     runs: dict[tuple[str, str, str, str], list[int]] = {}
-    order: list[tuple[str, str, str, str]] = []
+    delta: dict[tuple[str, str, str, str], int] = {}
+    kind_order: dict[str, int] = {}
     for a, b in zip(base.tensors, new.tensors):
         if a.type == b.type:
             continue
         blk = block_of(b.name)
         kind = b.name.split(".", 2)[2].removesuffix(".weight") if blk >= 0 else b.name
         key = (kind, a.type.name.lower(), b.type.name.lower(), b.rule)
-        if key not in runs:
-            runs[key] = []
-            order.append(key)
+        kind_order.setdefault(kind, len(kind_order))
+        runs.setdefault(key, [])
+        delta[key] = delta.get(key, 0) + b.nbytes - a.nbytes
         if blk >= 0:
             runs[key].append(blk)
-    for key in order:
+    for key in sorted(runs, key=lambda k: (kind_order[k[0]], min(runs[k], default=-1), k)):
         kind, t0, t1, rule = key
         blocks = runs[key]
         label = block_label(blocks, kind) if blocks else kind
-        rows.append((label, t0, t1, str(max(1, len(blocks))), rule))
+        d = delta[key]
+        rows.append((label, t0, t1, str(max(1, len(blocks))), ("+" if d >= 0 else "-") + human_bytes(abs(d)), rule))
     saved = new.total_bytes - base.total_bytes
     opts = options_text(new.options)
     both = (f"both sides: ftype {new.options.ftype.name}, imatrix {'yes' if new.options.has_imatrix else 'no'}"
             + (", " + ", ".join(opts) if opts else ""))
     footer = (f"{base.policy.name}: {human_bytes(base.total_bytes)}, {base.bpw:.3f} bpw -> {new.policy.name}: "
               f"{human_bytes(new.total_bytes)}, {new.bpw:.3f} bpw ({'+' if saved >= 0 else '-'}{human_bytes(abs(saved))})")
-    head = ("tensors", base.policy.name, new.policy.name, "n", "rule")
+    head = ("tensors", base.policy.name, new.policy.name, "n", "size", "rule")
     if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|---|---|---|---:|---|"]
-        lines += [f"| `{r[0]}` | {r[1]} | {r[2]} | {r[3]} | {r[4]} |" for r in rows]
+        lines = ["| " + " | ".join(head) + " |", "|---|---|---|---:|---:|---|"]
+        lines += [f"| `{r[0]}` | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} |" for r in rows]
         return "\n".join(lines + ["", footer])
     if not rows:
         return "\n".join([f"{_header(new)}", "", f"no tensor changes type relative to {base.policy.name}", footer, both]
                          + _compare_errors(base, new))
     n_groups = len(rows)
-    rows = _rows_wrapped(rows, {0: LABEL_WIDTH, 4: RULE_WIDTH})
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths[:3]) + f"  {{:>{widths[3]}}}  {{}}"
+    rows = _rows_wrapped(rows, {0: LABEL_WIDTH, 5: RULE_WIDTH - 10})
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths[:3]) + f"  {{:>{widths[3]}}}  {{:>{widths[4]}}}  {{}}"
     lines = [_header(new), "", fmt.format(*head), fmt.format(*("-" * w for w in widths), "-" * 4)]
     lines += [fmt.format(*r).rstrip() for r in rows]
     n = f"{n_groups} group{'s' if n_groups != 1 else ''} changed"
