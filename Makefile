@@ -50,10 +50,12 @@ clean:
 
 # Regenerate the golden C++ renders that tests/test_render.py compares against.
 POLICIES := stock n-expert-fix ffn-down-bump deepseek-v3
-GOLDEN_PINS := 4227c9be 0c1e57098
+GOLDEN_PINS := 4227c9be 0c1e57098 ik-55d3c05b
+IK_POLICIES := deepseek-v3-ik
 golden: setup
 	@for pin in $(GOLDEN_PINS); do for p in $(POLICIES); do \
 	  $(BIN)/qpatch render $$p --pin $$pin -o tests/golden/$$p.$$pin.h; done; done
+	@for p in $(IK_POLICIES); do $(BIN)/qpatch render $$p --pin ik-55d3c05b -o tests/golden/$$p.ik-55d3c05b.h; done
 
 # Re-extract a family's catalogue from a fetched pin: make catalogues FAMILY=current TREE=path/to/llama.cpp
 catalogues: setup

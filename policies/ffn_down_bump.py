@@ -22,18 +22,24 @@ Pins: 0c1e57098 still has the bug in another form (its `n_ffn_down` is the block
 `i_ffn_down` still counts tensors), so the policy means the same there; the differences between
 the pins are stock's own (docs/policies/ffn-down-bump.md).
 
+ik_llama.cpp keeps the same counter (`qs.i_ffn_down < qs.n_ffn_down/8`) in the branch it shares between
+these ftypes and its own IQ2_KS, IQ2_XXS_R4, IQ2_XS_R4 and IQ2_M_R4 (IQ3_S for IQ2_M_R4 too), so the
+policy covers those four there as well; mainline pins have no such ftypes.
+
 For: MoE models with dense leading blocks or shared experts: DeepSeek-V2/V3/R1, Kimi-K2,
 GLM-4.5, and any model where ffn_down kinds share stock's counter.
 """
 
-from qpatch.policy.blocks import LB, two
-from qpatch.policy.model import AtLeast, Before, Block, Default, Policy, Select, rule
+from qpatch.policy.blocks import LB_NAMES
+from qpatch.policy.model import AtLeast, Before, Block, ByFtype, Default, Ftypes, Policy, Select, rule
 from qpatch.catalogue import T
 
 FFN_DOWN = Select(contains="ffn_down")
+LOW = Ftypes(LB_NAMES + ("IQ2_KS", "IQ2_XXS_R4", "IQ2_XS_R4", "IQ2_M_R4"), "low-bit")  # the last four: ik only
+TWO_Q2_K = ByFtype((("IQ2_S", T.IQ3_S), ("IQ2_M", T.IQ3_S), ("IQ2_M_R4", T.IQ3_S)), T.Q2_K)
 
-BUMP = rule(FFN_DOWN, two(T.Q2_K), LB, Before(1, 8, Block()), note="first eighth of the blocks")
-NO_BUMP = rule(FFN_DOWN, Default(), LB, AtLeast(1, 8, Block()), note="stock's counter may not decide here")
+BUMP = rule(FFN_DOWN, TWO_Q2_K, LOW, Before(1, 8, Block()), note="first eighth of the blocks")
+NO_BUMP = rule(FFN_DOWN, Default(), LOW, AtLeast(1, 8, Block()), note="stock's counter may not decide here")
 
 RULES = (BUMP, NO_BUMP)
 

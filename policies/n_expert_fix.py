@@ -29,6 +29,12 @@ Q4_0, not IQ4_NL), listed at the end of docs/policies/n-expert-fix.md.
 
 For: any MoE model with more than 8 experts. With exactly 8 experts, or fewer, it changes
 nothing (the conditions are stock's own for n_expert == 8).
+
+ik_llama.cpp: its src/llama-quantize.cpp has no `n_expert == 8` test left (every one reads
+`n_expert >= 4` or `>= 8`), so there is nothing for this policy to fix: on the ik_llama family it has
+no rules and keeps stock's choices (`families` below). What ik still routes by substring instead of by
+kind ("attn_k" also catches attn_k_b and attn_kv_*, "attn_q" catches attn_q_a/attn_q_b and attn_qkv)
+is documented in docs/policies/n-expert-fix.md; it is not an expert-count bug.
 """
 
 from qpatch.catalogue import T
@@ -56,4 +62,5 @@ POLICY = Policy(
     name="n-expert-fix",
     summary="stock's n_expert == 8 bumps (attn_v/attn_k Q8_0, attn_output Q5_K, ...) for every n_expert >= 8",
     rules=RULES,
+    families=("b6700", "current"),
 )

@@ -29,12 +29,13 @@ def run(binary: Path, model: Path, ftype: str, *, imatrix: Path | None = None, a
 
 
 def check(binary: Path, model: Path, ftype: str, *, pin: str, imatrix: Path | None = None, args=(),
-          policy="stock", plan_kwargs: dict | None = None):
-    """Assert that the dry run and the plan agree on success and on every tensor's type; returns the plan."""
+          policy="stock", plan_kwargs: dict | None = None, runner=None):
+    """Assert that the dry run and the plan agree on success and on every tensor's type; returns the plan.
+    `runner` reads another family's dry run (the same arguments and result as `run`)."""
     label = f"{model.stem} {ftype} imatrix={imatrix.name if imatrix else 'none'} {' '.join(args)} policy=" + (
         getattr(policy, "name", policy))
     plan = plans.make_plan(model, ftype, policy=policy, imatrix=imatrix, pin=pin, **(plan_kwargs or {}))
-    result = run(binary, model, ftype, imatrix=imatrix, args=args)
+    result = (runner or run)(binary, model, ftype, imatrix=imatrix, args=args)
     fam = api.family_of(pin)
     if not fam.dry_run_ok(plan):
         assert result["returncode"] != 0, f"{label}: plan predicts failure ({plan.errors[0]}), the dry run succeeded"

@@ -20,9 +20,9 @@ from qpatch.progress import Progress
 @pytest.fixture()
 def fake_tree(tmp_path):
     """Just enough of a llama.cpp tree for the checks that run before CMake."""
-    (tmp_path / "src").mkdir()
+    (tmp_path / "include").mkdir()
     (tmp_path / "CMakeLists.txt").write_text("")
-    (tmp_path / "src" / "llama-quant.cpp").write_text("")
+    (tmp_path / "include" / "llama.h").write_text("")
     return tmp_path
 
 

@@ -4,7 +4,7 @@
 //
 // llama.cpp's own choices, unchanged (the baseline every other policy is compared with)
 //
-// Included by src/llama-quant.cpp through the qpatch hook patch of pin family current
+// Included by the quantize source (src/llama-quant*.cpp) through the qpatch hook patch of pin family current
 // (template qpatch/families/current/policy.h.j2, extending qpatch/templates/policy.h.j2).
 // Every rule below is one Python rule; the comment above it names its file:line.
 #pragma once

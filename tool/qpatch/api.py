@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import QuantizeError, UsageError
-from .evaluate import Options, Plan, parse_prune_layers, parse_tensor_type, plan
+from .evaluate import Options, Plan, parse_prune_layers, plan
 from .imatrix import read_imatrix
 from .model_facts import read_model
 from .pins import DEFAULT_PIN, family_of  # noqa: F401  (family_of: for callers)
@@ -23,29 +23,47 @@ def read_tensor_type_file(path) -> list[str]:
 
 def make_options(pin: str, ftype: str, *, imatrix=None, output_tensor_type=None, token_embedding_type=None,
                  tensor_types=(), tensor_type_file=None, pure=False, leave_output_tensor=False,
-                 prune_layers=None) -> Options:
+                 prune_layers=None, kind_types=(), ignore_imatrix_rules=False, custom_q=()) -> Options:
     """llama-quantize's type options as the pin's family reads them; options it lacks are refused."""
     fam = family_of(pin)
     cat = fam.catalogue
     given = {"output_tensor_type": output_tensor_type, "token_embedding_type": token_embedding_type,
              "tensor_type": list(tensor_types) or tensor_type_file, "pure": pure,
-             "leave_output_tensor": leave_output_tensor, "prune_layers": prune_layers}
+             "leave_output_tensor": leave_output_tensor, "prune_layers": prune_layers, "kind_types": kind_types,
+             "ignore_imatrix_rules": ignore_imatrix_rules, "custom_q": list(custom_q)}
     for opt, value in given.items():
         if value and opt not in fam.options:
             raise UsageError(f"--{opt.replace('_', '-')} is not an option of pin {pin}'s llama-quantize "
                              f"(family {fam.name})")
-    specs = list(tensor_types) + (read_tensor_type_file(tensor_type_file) if tensor_type_file else [])
+    specs = (list(tensor_types) + (read_tensor_type_file(tensor_type_file) if tensor_type_file else [])
+             + list(custom_q))
     return Options(
         ftype=cat.parse_ftype(ftype),
         imatrix=read_imatrix(imatrix) if imatrix else None,
         output_tensor_type=cat.parse_type(output_tensor_type, what="--output-tensor-type") if output_tensor_type else None,
         token_embedding_type=(cat.parse_type(token_embedding_type, what="--token-embedding-type")
                               if token_embedding_type else None),
-        tensor_types=tuple(parse_tensor_type(s, cat) for s in specs),
+        tensor_types=fam.parse_tensor_types(specs, cat),
         pure=pure,
         leave_output_tensor=leave_output_tensor,
         prune_layers=parse_prune_layers(prune_layers) if prune_layers else (),
+        kind_types=parse_kind_types(kind_types, fam, cat),
+        ignore_imatrix_rules=ignore_imatrix_rules,
     )
+
+
+def parse_kind_types(given, fam, cat) -> tuple:
+    """ik_llama.cpp's per-kind options (`attn-v-type=q8_0`, or a dict attn_v_type -> q8_0), checked."""
+    items = list(given.items()) if isinstance(given, dict) else [s.partition("=")[::2] for s in given]
+    out = []
+    for key, value in items:
+        key = key.strip().lstrip("-").replace("-", "_")
+        if key not in fam.kind_options:
+            known = ", ".join(k.replace("_", "-") for k in fam.kind_options) or "none"
+            raise UsageError(f"--kind-type {key.replace('_', '-')}: not a per-kind option of family {fam.name}",
+                             hint=f"options: {known}")
+        out.append((key, cat.parse_type(value, what=f"--{key.replace('_', '-')}")))
+    return tuple(out)
 
 
 def make_plan(model_path, ftype: str, *, policy: "str | Policy" = "stock", pin: str = DEFAULT_PIN,

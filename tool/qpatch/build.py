@@ -88,14 +88,14 @@ def build(checkout_dir: str | os.PathLike, backend: str = "cpu", targets=DEFAULT
     checkout = Path(checkout_dir).resolve()
     progress = progress or SILENT
     targets = _check_targets(targets)
-    if not (checkout / "CMakeLists.txt").is_file() or not (checkout / "src" / "llama-quant.cpp").is_file():
-        raise CheckoutError(f"{checkout}: not a llama.cpp source tree (no CMakeLists.txt / src/llama-quant.cpp)",
+    if not (checkout / "CMakeLists.txt").is_file() or not (checkout / "include" / "llama.h").is_file():
+        raise CheckoutError(f"{checkout}: not a llama.cpp source tree (no CMakeLists.txt / include/llama.h)",
                             hint="create one with `qpatch fetch`, or pass --dir")
     cmake = shutil.which("cmake")
     if cmake is None:
         raise BuildError("cmake not found on PATH", hint="install CMake >= 3.14 (apt-get install cmake, or pip install cmake)")
     bdir = build_dir(checkout, backend)
-    defs = dict(_COMMON_DEFS)
+    defs = {**_COMMON_DEFS, **family_defines(checkout)}
     env = dict(os.environ)
     if backend == "cuda":
         nvcc = find_nvcc()
@@ -164,6 +164,22 @@ def resolve_cuda_archs(explicit: str | None) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------ CMake
+
+
+def family_defines(checkout: Path) -> dict:
+    """What the checkout's pin family needs on top of _COMMON_DEFS (read from the checkout's record;
+    none for a tree qpatch did not fetch)."""
+    try:
+        out = subprocess.run(["git", "-C", str(checkout), "config", "--get", "qpatch.family"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    name = out.stdout.strip()
+    if out.returncode != 0 or not name:
+        return {}
+    from . import families
+
+    return dict(families.get(name).cmake_defines)
 
 
 def parse_defines(specs) -> dict:

@@ -5,9 +5,13 @@ Every family folder holds a `catalogue.json` extracted from its pin's source by
 gguf-py, the ftypes llama-quantize accepts from QUANT_OPTIONS, defaults from llama-quant.cpp),
 never hand-copied and never taken from the installed `gguf` package, which lags the pins.
 
-`T` is one IntEnum over the types of every family, valued by ggml id (the mainline families
-agree on ids; `_load` checks it). What differs by pin (which ftypes exist, which types the
-command line accepts) is a `Catalogue`, reached through the pin's family.
+`T` is one IntEnum over the types of every family, by name: a name means the same type (same
+block, bytes and row metadata) in every family that has it, which `_load` checks. Its value is the
+type's ggml id where the families agree on it (every mainline type); a family can number a type
+differently (ik_llama.cpp's ids clash with mainline's from 41 up), so the ids a file on disk uses
+are a family's, reached through `Catalogue.ggml_id` / `Catalogue.type_of`, and `decode_type` reads
+an id when the family is not known. What else differs by pin (which ftypes exist, which types the
+command line accepts) is also a `Catalogue`, reached through the pin's family.
 """
 
 from __future__ import annotations
@@ -27,26 +31,58 @@ def _catalogue_files() -> list[Path]:
     return sorted(FAMILIES_DIR.glob("*/catalogue.json"))
 
 
-def _load() -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
-    ids: dict[str, int] = {}
-    sizes: dict[str, tuple[int, int]] = {}
-    for path in _catalogue_files():
+_NEVER_STORED = ("Q8_1", "Q8_K", "Q8_K16", "Q8_K32", "Q8_K64", "Q8_K128", "Q8_KR8", "Q8_0_X4", "Q8_1_X4", "Q8_2_X4")
+
+
+def _load() -> tuple[dict[str, int], dict[str, tuple[int, int, int]], dict[str, dict[int, str]]]:
+    """Name -> enum value, name -> (block, bytes, row metadata), family -> ggml id -> name."""
+    values: dict[str, int] = {}
+    sizes: dict[str, tuple[int, int, int]] = {}
+    by_family: dict[str, dict[int, str]] = {}
+    files = _catalogue_files()
+    # Mainline numbering first: a type keeps its ggml id as its value unless another name holds it.
+    for path in files:
+        ids = by_family[path.parent.name] = {}
         for t in json.loads(path.read_text())["types"]:
-            if ids.setdefault(t["name"], t["id"]) != t["id"]:
-                raise RuntimeError(f"{path}: ggml type {t['name']} has id {t['id']}, another family says "
-                                   f"{ids[t['name']]}")
-            sizes[t["name"]] = (t["block"], t["bytes"])
-    return ids, sizes
+            ids[t["id"]] = t["name"]
+            size = (t["block"], t["bytes"], t.get("row_meta", 0))
+            # Dot-product-only types (Q8_1, ...) are never stored in a model: their layout may differ.
+            if sizes.setdefault(t["name"], size) != size and t["name"] not in _NEVER_STORED:
+                raise RuntimeError(f"{path}: ggml type {t['name']} is {size} (block, bytes, row metadata), another "
+                                   f"family says {sizes[t['name']]}")
+    taken: dict[int, str] = {}
+    for path in files:
+        for t in json.loads(path.read_text())["types"]:
+            if t["name"] in values:
+                continue
+            value = t["id"] if t["id"] not in taken else 1000 + t["id"]
+            values[t["name"]] = value
+            taken[value] = t["name"]
+    return values, sizes, by_family
 
 
-_IDS, _SIZES = _load()
-T = enum.IntEnum("GGMLType", sorted(_IDS.items(), key=lambda kv: kv[1]), module=__name__)
-T.__doc__ = "A ggml tensor type (id as in ggml.h), over every pin family's types."
-SIZES: dict[T, tuple[int, int]] = {T[n]: s for n, s in _SIZES.items()}
+_VALUES, _SIZES, _IDS_BY_FAMILY = _load()
+_GGML_NAMES = {p.parent.name: {t["name"]: t.get("ggml_name", t["name"].lower()) for t in json.loads(p.read_text())["types"]}
+               for p in _catalogue_files()}
+T = enum.IntEnum("GGMLType", sorted(_VALUES.items(), key=lambda kv: kv[1]), module=__name__)
+T.__doc__ = "A ggml tensor type, over every pin family's types (value: its ggml id where the families agree)."
+SIZES: dict[T, tuple[int, int, int]] = {T[n]: s for n, s in _SIZES.items()}
 
-UNQUANTIZED = frozenset({T.F32, T.F16, T.BF16})
+
+def decode_type(ggml_id: int, family: str | None = None) -> T:
+    """The type a file's ggml id names: in `family`'s numbering, else in the first family (mainline
+    first, by folder name) that has the id. KeyError if none has it."""
+    if family is not None:
+        return T[_IDS_BY_FAMILY[family][ggml_id]]
+    for ids in _IDS_BY_FAMILY.values():
+        if ggml_id in ids:
+            return T[ids[ggml_id]]
+    raise KeyError(ggml_id)
+
+
+UNQUANTIZED = frozenset({T.F32, T.F16, T.BF16, T.BF16_R16})  # ggml_is_quantized is false for these
 # Integer types and the dot-product-only types: never a target of llama-quantize's type choice.
-_NOT_TARGETS = frozenset(n for n in ("I8", "I16", "I32", "I64", "F64", "Q8_1", "Q8_K") if n in T.__members__)
+_NOT_TARGETS = frozenset(n for n in ("I8", "I16", "I32", "I64", "F64", *_NEVER_STORED) if n in T.__members__)
 
 
 def block_size(t: T) -> int:
@@ -59,7 +95,8 @@ def type_bytes(t: T) -> int:
 
 
 def row_bytes(t: T, n: int) -> int:
-    return n // block_size(t) * type_bytes(t)
+    """ggml_row_size: the blocks of a row, plus the per-row metadata some ik_llama.cpp types keep."""
+    return SIZES[t][2] + n // block_size(t) * type_bytes(t)
 
 
 def tensor_bytes(t: T, shape: tuple[int, ...]) -> int:
@@ -130,6 +167,20 @@ class Catalogue:
 
     def has_type(self, t: T) -> bool:
         return t in self.types
+
+    def ggml_id(self, t: T) -> int:
+        """The id this family's ggml.h gives `t` (what its GGUF files store)."""
+        ids = {name: i for i, name in _IDS_BY_FAMILY[self.family].items()}
+        if t.name not in ids:
+            raise UsageError(f"ggml type {t.name} does not exist in pin family {self.family}")
+        return ids[t.name]
+
+    def ggml_name(self, t: T) -> str:
+        """ggml_type_name(t) in this family (e.g. q4_K, iq4_ks): what ik_llama.cpp's options match exactly."""
+        return _GGML_NAMES[self.family].get(t.name, t.name.lower())
+
+    def type_of(self, ggml_id: int) -> T:
+        return decode_type(ggml_id, self.family)
 
 
 @cache

@@ -8,6 +8,7 @@ its order and calls `policy_choice` where its hook calls the generated `qpatch::
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -32,6 +33,9 @@ class Options:
     pure: bool = False
     leave_output_tensor: bool = False
     prune_layers: tuple[int, ...] = ()  # sorted, unique block numbers
+    # per-kind type options of families that have them (ik_llama.cpp's --attn-v-type ...): (option, type)
+    kind_types: tuple[tuple[str, T], ...] = ()
+    ignore_imatrix_rules: bool = False  # ik_llama.cpp's --ignore-imatrix-rules
 
     @property
     def has_imatrix(self) -> bool:
@@ -297,10 +301,50 @@ def plan(model: ModelFacts, policy: Policy, opts: Options, pin: str) -> Plan:
     """Predict every tensor's type on `pin`. Conditions under which llama-quantize aborts go to `errors`."""
     from .pins import family_of
 
-    p = family_of(pin).plan(model, policy, opts)
+    fam = family_of(pin)
+    effective = for_family(policy, fam.name)
+    check_types(policy, fam.catalogue, pin)
+    p = fam.plan(model, effective, opts)
+    p.policy = policy
     p.pin = pin
-    p.warnings = plan_warnings(model, policy, opts, p)
+    p.warnings = p.warnings + plan_warnings(model, effective, opts, p)  # the family's own first
+    if effective is not policy:
+        p.warnings.insert(0, f"policy {policy.name} is written for pin families {', '.join(policy.families)}; on pin "
+                             f"{pin} (family {fam.name}) it keeps stock's choices")
     return p
+
+
+def for_family(policy: Policy, family: str) -> Policy:
+    """The policy as a pin of `family` runs it: itself, or, outside its `families`, stock's choices."""
+    if not policy.families or family in policy.families:
+        return policy
+    return dataclasses.replace(policy, rules=(), fallback=None, missing_imatrix="abort", imatrix_mismatch="abort")
+
+
+def types_named(policy: Policy) -> list[tuple[str, T]]:
+    """(rule's file:line, type) for every ggml type a policy's actions name; fallback targets too (a
+    fallback entry *from* a type the pin lacks never fires, so only its target must exist)."""
+    out = []
+    for r in policy.rules:
+        a = r.then
+        if isinstance(a, Set):
+            out.append((r.source, a.type))
+        elif isinstance(a, ByFtype):
+            out += [(r.source, t) for _, t in a.table] + ([(r.source, a.otherwise)] if a.otherwise is not None else [])
+        elif isinstance(a, Step):
+            out += [(r.source, t) for t in a.ladder]
+    out += [(f"{policy.source} (fallback)", b) for _, b in policy.fallback or ()]
+    return out
+
+
+def check_types(policy: Policy, catalogue: Catalogue, pin: str) -> None:
+    """A policy that names a ggml type the pin does not have is an error (it would not compile there)."""
+    from .errors import PolicyError
+
+    for source, t in types_named(policy):
+        if not catalogue.has_type(t) and t not in (T.F32, T.F16, T.BF16):
+            raise PolicyError(f"{source}: names ggml type {t.name}, which pin {pin} (family {catalogue.family}) "
+                              f"does not have")
 
 
 def known_kinds() -> frozenset[str]:

@@ -63,10 +63,11 @@ class Override:
     pattern: str  # as llama-quantize stores it: lowercase-invariant, anchored
     type: T
     sets: tuple[str, ...]  # the tensors whose type this override changes, in processing order
+    type_name: str = ""  # the name the family's option matches exactly (ik: ggml_type_name); "" lowercase
 
     @property
     def spec(self) -> str:
-        return f"{self.pattern}={self.type.name.lower()}"
+        return f"{self.pattern}={self.type_name or self.type.name.lower()}"
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,8 @@ def export(pp: Plan) -> Export:
     _self_check(pp, check, overrides, {i.name for i in lost})
     order = {t.name: i for i, t in enumerate(pp.model.tensors)}
     lost.sort(key=lambda i: order[i.name])
+    if family.tensor_type_flag == "--custom-q":  # ik matches ggml_type_name exactly (q4_K, iq4_ks)
+        overrides = tuple(dataclasses.replace(v, type_name=family.catalogue.ggml_name(v.type)) for v in overrides)
     return Export(pp, base, check, overrides, tuple(lost))
 
 
@@ -452,7 +455,10 @@ def model_card(ex: Export, *, imatrix: str | None = None) -> str:
              f"Made with llama.cpp {p.pin}'s stock `llama-quantize` and the overrides below (the mix of qpatch "
              f"policy `{p.policy.name}`, checked tensor by tensor with qpatch's model of that llama-quantize).", "",
              "```sh", "llama-quantize" + (f" --imatrix {imatrix}" if imatrix else "") + " \\"]
-    lines += [f"  --tensor-type '{o.spec}' \\" for o in ex.overrides]
+    if family_of(p.pin).tensor_type_flag == "--custom-q":
+        lines += [f"  --custom-q '{','.join(o.spec for o in ex.overrides)}' \\"] if ex.overrides else []
+    else:
+        lines += [f"  --tensor-type '{o.spec}' \\" for o in ex.overrides]
     lines += [f"  {p.model.name} {p.model.name.removesuffix('.gguf')}-{p.options.ftype.name}.gguf "
               f"{p.options.ftype.name}", "```", ""]
     if ex.overrides:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .catalogue import T as GGMLQuantizationType
+from .catalogue import decode_type
 
 from .errors import ModelError
 
@@ -139,7 +140,9 @@ class _Reader:
         raise ModelError(f"{self.path}: corrupt GGUF header (value type {vtype} for '{key}')")
 
 
-def read_header(path: str | os.PathLike) -> GGUFHeader:
+def read_header(path: str | os.PathLike, family: str | None = None) -> GGUFHeader:
+    """A GGUF file's key/values and tensor infos; tensor type ids are read in `family`'s numbering
+    (ggml ids differ between families), or in the first family that has the id when None."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: no such file")
@@ -166,9 +169,10 @@ def read_header(path: str | os.PathLike) -> GGUFHeader:
             shape = tuple(r.unpack(_U64) for _ in range(n_dims))
             tval = r.unpack(_U32)
             try:
-                ttype = GGMLQuantizationType(tval)
-            except ValueError:
-                raise ModelError(f"{path}: tensor '{name}' has unknown ggml type id {tval}") from None
+                ttype = decode_type(tval, family)
+            except KeyError:
+                of = f" in pin family {family}" if family else ""
+                raise ModelError(f"{path}: tensor '{name}' has unknown ggml type id {tval}{of}") from None
             offset = r.unpack(_U64)
             h.tensors.append(TensorInfo(name, shape, ttype, 0, offset))
         align = int(h.kv.get("general.alignment", DEFAULT_ALIGNMENT))
@@ -209,10 +213,10 @@ def shard_paths(path: Path, count: int) -> list[Path]:
     return [path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
 
 
-def read_model_headers(path: str | os.PathLike) -> list[GGUFHeader]:
+def read_model_headers(path: str | os.PathLike, family: str | None = None) -> list[GGUFHeader]:
     """The header of a model, and of every further shard of a split model (first shard given)."""
     path = Path(path)
-    first = read_header(path)
+    first = read_header(path, family)
     count = int(first.kv.get("split.count", 1) or 1)
     if count <= 1:
         return [first]
@@ -225,7 +229,7 @@ def read_model_headers(path: str | os.PathLike) -> list[GGUFHeader]:
     for i, p in enumerate(shard_paths(path, count)[1:], start=1):
         if not p.exists():
             raise ModelError(f"{path}: split model is missing shard {i + 1} of {count}: {p}")
-        h = read_header(p)
+        h = read_header(p, family)
         if int(h.kv.get("split.no", -1)) != i:
             raise ModelError(f"{p}: expected split.no={i}, found {h.kv.get('split.no')}")
         h.tensors = [TensorInfo(t.name, t.shape, t.type, i, t.offset) for t in h.tensors]

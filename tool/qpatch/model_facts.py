@@ -57,6 +57,12 @@ class ModelFacts:
     shards: tuple[str, ...]
     n_vocab: int | None = None
     n_layer_nextn: int = 0  # trailing MTP blocks (nextn_predict_layers), part of n_layer
+    n_embd: int = 0
+    n_tokens: int | None = None  # length of tokenizer.ggml.tokens
+    file_order: tuple[str, ...] = ()  # tensor names as the files list them, shard by shard
+    n_embd_head_k: int = 0  # {arch}.attention.key_length, else n_embd / n_head
+    n_embd_head_v: int = 0  # {arch}.attention.value_length, else n_embd / n_head
+    n_rot: int = 0  # {arch}.rope.dimension_count, else n_embd_head_k
 
     @property
     def n_gqa(self) -> int:
@@ -97,8 +103,9 @@ def _per_layer(kv: dict, key: str, n_layer: int, default: int) -> tuple[int, ...
     return (int(v),) * n_layer
 
 
-def read_model(path: str | os.PathLike) -> ModelFacts:
-    headers = read_model_headers(path)
+def read_model(path: str | os.PathLike, family: str | None = None) -> ModelFacts:
+    """The facts of a model (first shard given); tensor type ids read in `family`'s numbering if given."""
+    headers = read_model_headers(path, family)
     kv = headers[0].kv
     arch = kv.get("general.architecture")
     if not isinstance(arch, str):
@@ -109,6 +116,7 @@ def read_model(path: str | os.PathLike) -> ModelFacts:
     heads_kv = _per_layer(kv, f"{arch}.attention.head_count_kv", n_layer, heads[0] if heads else 0)
     tensors = []
     seen = set()
+    file_order = tuple(t.name for h in headers for t in h.tensors)
     for h in headers:
         for t in h.tensors:
             if t.name in seen:
@@ -136,4 +144,25 @@ def read_model(path: str | os.PathLike) -> ModelFacts:
         shards=tuple(str(h.path) for h in headers),
         n_vocab=int(vocab) if vocab is not None else None,
         n_layer_nextn=_u32(kv, f"{arch}.nextn_predict_layers", path, default=0, required=False),
+        n_embd=_u32(kv, f"{arch}.embedding_length", path, default=0, required=False),
+        n_tokens=_tokens(headers[0]),
+        file_order=file_order,
+        **_head_sizes(kv, arch, heads[0] if heads else 0, path),
     )
+
+
+def _head_sizes(kv: dict, arch: str, n_head: int, path) -> dict:
+    n_embd = _u32(kv, f"{arch}.embedding_length", path, default=0, required=False)
+    per_head = n_embd // n_head if n_head else 0
+    k = _u32(kv, f"{arch}.attention.key_length", path, default=per_head, required=False)
+    v = _u32(kv, f"{arch}.attention.value_length", path, default=per_head, required=False)
+    return {"n_embd_head_k": k, "n_embd_head_v": v,
+            "n_rot": _u32(kv, f"{arch}.rope.dimension_count", path, default=k, required=False)}
+
+
+def _tokens(h) -> int | None:
+    toks = h.kv.get("tokenizer.ggml.tokens")
+    if isinstance(toks, list):
+        return len(toks)
+    skipped = h.skipped.get("tokenizer.ggml.tokens")
+    return int(skipped[1]) if skipped else None

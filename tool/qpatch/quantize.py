@@ -134,18 +134,17 @@ def metadata_args(policy: str, pin: str) -> list[str]:
 
 def quantize(checkout: Path, model, out, ftype: str, *, policy: str | None = None, imatrix=None,
              tensor_types=(), output_tensor_type=None, token_embedding_type=None, pure=False,
-             leave_output_tensor=False, threads=None, backend: str = "cpu", progress=True) -> tuple[VerifyResult, float]:
+             leave_output_tensor=False, threads=None, backend: str = "cpu", progress=True,
+             custom_q=()) -> tuple[VerifyResult, float]:
     checkout = Path(checkout)
     binary = build.binary(checkout, backend, "llama-quantize")
     a = preflight(checkout, policy, binary)
     pol = _load_applied(checkout, a.policy)
-    p = api.make_plan(model, ftype, policy=pol, imatrix=imatrix, tensor_types=tensor_types,
+    p = api.make_plan(model, ftype, policy=pol, imatrix=imatrix, tensor_types=tensor_types, custom_q=custom_q,
                       output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
                       leave_output_tensor=leave_output_tensor, pin=a.pin)
     api.require_runnable(p)
-    extra: list[str] = []
-    for spec in tensor_types:
-        extra += ["--tensor-type", spec]
+    extra: list[str] = list(api.family_of(a.pin).tensor_type_args(list(tensor_types) + list(custom_q)))
     if output_tensor_type:
         extra += ["--output-tensor-type", output_tensor_type]
     if token_embedding_type:
@@ -157,7 +156,7 @@ def quantize(checkout: Path, model, out, ftype: str, *, policy: str | None = Non
     extra += metadata_args(a.policy, a.pin)
     seconds = run(binary, model, out, ftype, imatrix=imatrix, extra_args=extra, threads=threads or os.cpu_count(),
                   progress=progress)
-    r = verify(out, policy=pol, source=model, ftype=ftype, imatrix=imatrix, tensor_types=tensor_types,
+    r = verify(out, policy=pol, source=model, ftype=ftype, imatrix=imatrix, tensor_types=tensor_types, custom_q=custom_q,
                output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
                leave_output_tensor=leave_output_tensor, pin=a.pin)
     return r, seconds

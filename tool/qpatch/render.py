@@ -14,6 +14,7 @@ import jinja2
 
 from .catalogue import T, Catalogue
 from .families import Family
+from .evaluate import check_types, for_family
 from .pins import family_of
 from .policy.model import (
     AllOf, AnyOf, After, Arch, AtLeast, Before, Block, ByFtype, Default, Experts, Ftypes, Gqa, Imatrix, Keep,
@@ -174,10 +175,9 @@ def render(policy: Policy, pin: str) -> str:
     """The generated header for `policy` on `pin`, through the template of the pin's family."""
     family = family_of(pin)
     cat = family.catalogue
-    for t in _types_named(policy):
-        if not cat.has_type(t) and t not in (T.F32, T.F16, T.BF16):
-            raise RenderError(f"{policy.source}: names ggml type {t.name}, which pin {pin} "
-                              f"(family {family.name}) does not have")
+    check_types(policy, cat, pin)
+    written = policy
+    policy = for_family(policy, family.name)
     frames = _Frames(cat)
     ladders: list[tuple[str, ...]] = []
     rules = []
@@ -190,31 +190,17 @@ def render(policy: Policy, pin: str) -> str:
         ))
     frame_views = [{"var": frames.var(f), "expr": frames.expr(f)} for f in frames.frames]
     defaults = [(frames.llama_ftype(f.name), ggml(f.default)) for f in cat.ftypes if not f.copy and f.quantizes]
-    fb = [(ggml(a), ggml(b)) for a, b in policy.fallback] if policy.fallback is not None else []
+    fb = ([(ggml(a), ggml(b)) for a, b in policy.fallback if cat.has_type(a) or a in (T.F32, T.F16, T.BF16)]
+          if policy.fallback is not None else [])
     text = _env(family).get_template(family.template).render(
         policy=policy, family=family.name, command=f"qpatch render {policy.name} --pin {pin}",
+        inert=policy is not written,
         rules=rules, frames=frame_views, groups=[{"kinds": g} for g in frames.groups], ladders=ladders,
         ftype_groups=[{"ident": i, "cases": [frames.llama_ftype(n) for n in names]}
                       for i, names in frames.ftype_groups.items()],
         defaults=defaults, fallback=fb,
     )
     return text
-
-
-def _types_named(policy: Policy) -> list[T]:
-    """Every ggml type a policy's actions and fallback table name."""
-    out = []
-    for r in policy.rules:
-        a = r.then
-        if isinstance(a, Set):
-            out.append(a.type)
-        elif isinstance(a, ByFtype):
-            out += [t for _, t in a.table] + ([a.otherwise] if a.otherwise is not None else [])
-        elif isinstance(a, Step):
-            out += list(a.ladder)
-    for a, b in policy.fallback or ():
-        out += [a, b]
-    return out
 
 
 def write_if_changed(path: Path, text: str) -> bool:

@@ -222,9 +222,12 @@ def write_tensors(w: GGUFWriter, tensors):
 
 
 def write_imatrix(spec: Spec, path: str | os.PathLike, *, skip: tuple[str, ...] = (), chunk_size: int = 512,
-                  wrong_length: tuple[str, ...] = ()) -> Path:
-    """A GGUF imatrix with an entry for every quantizable matrix (names in `skip` left out)."""
+                  wrong_length: tuple[str, ...] = (), legacy: bool = False) -> Path:
+    """An imatrix with an entry for every quantizable matrix (names in `skip` left out): GGUF, or with
+    `legacy` the binary .dat format (the only one ik_llama.cpp's llama-quantize reads)."""
     path = Path(path)
+    if legacy:
+        return _write_legacy_imatrix(spec, path, skip, chunk_size, wrong_length)
     w = GGUFWriter(str(path), "imatrix")
     w.add_string("general.type", "imatrix")
     w.add_array("imatrix.datasets", ["synthetic"])
@@ -244,6 +247,28 @@ def write_imatrix(spec: Spec, path: str | os.PathLike, *, skip: tuple[str, ...] 
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    return path
+
+
+def _write_legacy_imatrix(spec: Spec, path: Path, skip, chunk_size: int, wrong_length) -> Path:
+    """int32 entries; per entry: int32 name length, name, int32 ncall, int32 nval, float32[nval] (sums,
+    divided by ncall on load); then int32 chunks and the dataset name (load_imatrix in quantize.cpp)."""
+    import struct
+
+    rng = np.random.default_rng(1)
+    entries = []
+    for name, ne, _ in spec.tensors():
+        if len(ne) < 2 or not name.endswith(".weight") or name in skip or "_norm" in name:
+            continue
+        n = (ne[0] + (32 if name in wrong_length else 0)) * (ne[2] if len(ne) > 2 else 1)
+        vals = (rng.random(n, dtype=np.float32) + 0.5) * chunk_size
+        entries.append((name.encode(), vals))
+    with open(path, "wb") as f:
+        f.write(struct.pack("<i", len(entries)))
+        for name, vals in entries:
+            f.write(struct.pack("<i", len(name)) + name + struct.pack("<ii", chunk_size, len(vals)))
+            f.write(vals.astype("<f4").tobytes())
+        f.write(struct.pack("<ii", 1, len(b"synthetic")) + b"synthetic")
     return path
 
 

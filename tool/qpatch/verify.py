@@ -51,7 +51,7 @@ class VerifyResult:
 
 def verify(quant_path, *, policy: "str | Policy | None" = None, source=None, ftype: str | None = None, imatrix=None,
            tensor_types=(), output_tensor_type=None, token_embedding_type=None, pure=False,
-           leave_output_tensor=False, prune_layers=None, pin: str | None = None) -> VerifyResult:
+           leave_output_tensor=False, prune_layers=None, pin: str | None = None, custom_q=()) -> VerifyResult:
     from .api import make_options
     from .pins import DEFAULT_PIN, family_of
 
@@ -64,6 +64,7 @@ def verify(quant_path, *, policy: "str | Policy | None" = None, source=None, fty
                          "`qpatch quantize`)", hint="pass --policy NAME")
     pin = pin or kv.get("qpatch.pin") or DEFAULT_PIN
     cat = family_of(pin).catalogue
+    quant = read_model(quant_path, cat.family)  # type ids in the pin's own numbering
     if ftype:
         ft = cat.parse_ftype(ftype)
     else:
@@ -82,7 +83,7 @@ def verify(quant_path, *, policy: "str | Policy | None" = None, source=None, fty
     opts = dataclasses.replace(
         make_options(pin, ft.name, output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type,
                      tensor_types=tensor_types, pure=pure, leave_output_tensor=leave_output_tensor,
-                     prune_layers=prune_layers),
+                     prune_layers=prune_layers, custom_q=custom_q),
         imatrix=entries)
     p = plan(model, policy if isinstance(policy, Policy) else loader.load(policy), opts, pin=pin)
     actual = {t.name: t.type for t in quant.tensors}

@@ -48,18 +48,24 @@ def cli(policies_dir):
 @click.option("--pure", is_flag=True, help="as llama-quantize's --pure")
 @click.option("--leave-output-tensor", is_flag=True, help="as llama-quantize's --leave-output-tensor")
 @click.option("--prune-layers", metavar="L0,L1,...", help="as llama-quantize's --prune-layers")
+@click.option("--custom-q", "custom_q", multiple=True, metavar="PAT=TYPE,...", help="ik_llama.cpp's --custom-q")
+@click.option("--kind-type", "kind_types", multiple=True, metavar="OPTION=TYPE",
+              help="ik_llama.cpp's per-kind options, e.g. attn-v-type=q8_0 for --attn-v-type q8_0 (repeatable)")
+@click.option("--ignore-imatrix-rules", is_flag=True, help="ik_llama.cpp's --ignore-imatrix-rules")
 @click.option("--pin", default=None, help="llama.cpp pin whose rules apply (default: the default pin, see `qpatch pins`)")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True)
 @click.option("--all", "show_all", is_flag=True, help="table: also list tensors kept as they are")
 @click.option("--compare", metavar="POLICY", help="show only what differs from POLICY's plan (e.g. stock)")
 def plan_cmd(model, ftype, policy, imatrix, output_tensor_type, token_embedding_type, tensor_types, tensor_type_file,
-             pure, leave_output_tensor, prune_layers, pin, fmt, show_all, compare):
+             pure, leave_output_tensor, prune_layers, custom_q, kind_types, ignore_imatrix_rules, pin, fmt, show_all,
+             compare):
     """Predict the type of every tensor of MODEL for FTYPE under a policy."""
     from .. import api, report
 
     options = dict(imatrix=imatrix, output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type,
                    tensor_types=tensor_types, tensor_type_file=tensor_type_file, pure=pure,
-                   leave_output_tensor=leave_output_tensor, prune_layers=prune_layers, pin=pin or api.DEFAULT_PIN)
+                   leave_output_tensor=leave_output_tensor, prune_layers=prune_layers, custom_q=custom_q,
+                   kind_types=kind_types, ignore_imatrix_rules=ignore_imatrix_rules, pin=pin or api.DEFAULT_PIN)
     p = api.make_plan(model, ftype, policy=policy, **options)
     if compare:
         base = api.make_plan(model, ftype, policy=compare, **options)

@@ -15,8 +15,8 @@ from ..errors import NotExpressible
 @click.option("--ftype", "-f", required=True, help="llama-quantize ftype, e.g. Q4_K_M, IQ1_M")
 @click.option("--imatrix", type=click.Path(dir_okay=False), help="the imatrix file the run will use (GGUF or legacy)")
 @click.option("--format", "fmt", type=click.Choice(["tensor-type", "tensor-type-file", "custom-q", "model-card"]),
-              default="tensor-type", show_default=True,
-              help="tensor-type: `--tensor-type 'PAT=type' \\` lines to paste; tensor-type-file: PAT=type lines; "
+              default=None,
+              help="default: the pin family's own (tensor-type on llama.cpp, custom-q on ik_llama.cpp). tensor-type: `--tensor-type 'PAT=type' \\` lines to paste; tensor-type-file: PAT=type lines; "
                    "custom-q: one PAT=type,PAT=type string; model-card: a markdown recipe block (command, what each "
                    "override sets, size per group, total)")
 @click.option("--pin", default=None, help="the pin whose stock llama-quantize reads the list (default: the default pin)")
@@ -30,7 +30,13 @@ def export_cmd(policy, model, ftype, imatrix, fmt, pin, allow_partial):
     --allow-partial. `#` lines on top say what the list is for and count its overrides.
     """
     from .. import api, export
+    from ..errors import UsageError
 
+    family = api.family_of(pin or api.DEFAULT_PIN)
+    fmt = fmt or family.export_formats[0]
+    if fmt != "model-card" and fmt not in family.export_formats:
+        raise UsageError(f"pin {pin or api.DEFAULT_PIN}'s llama-quantize (family {family.name}) does not read "
+                         f"--format {fmt}", hint=f"formats for it: {', '.join(family.export_formats + ('model-card',))}")
     ex = export.export(api.make_plan(model, ftype, policy=policy, imatrix=imatrix, pin=pin or api.DEFAULT_PIN))
     if ex.inexpressible:
         for line in export.describe_lost(ex.inexpressible):

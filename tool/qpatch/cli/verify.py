@@ -16,15 +16,17 @@ import click
 @click.option("--ftype", "-f", help="default: the file's general.file_type")
 @click.option("--imatrix", type=click.Path(dir_okay=False), help="the imatrix used (default: read from the file)")
 @click.option("--tensor-type", "tensor_types", multiple=True, metavar="PAT=TYPE", help="overrides used (repeatable)")
+@click.option("--custom-q", "custom_q", multiple=True, metavar="PAT=TYPE,...", help="ik_llama.cpp's --custom-q used")
 @click.option("--output-tensor-type")
 @click.option("--token-embedding-type")
 @click.option("--pure", is_flag=True)
-def verify_cmd(quant, policy, pin, source, ftype, imatrix, tensor_types, output_tensor_type, token_embedding_type,
+def verify_cmd(quant, policy, pin, source, ftype, imatrix, tensor_types, custom_q, output_tensor_type, token_embedding_type,
                pure):
     """Check every tensor of QUANT against the prediction; exit 1 and list the differences if any."""
     from .. import verify
 
     r = verify.verify(quant, policy=policy, source=source, ftype=ftype, imatrix=imatrix, tensor_types=tensor_types,
+                      custom_q=custom_q,
                       output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
                       pin=pin)
     click.echo(verify.report(r))
@@ -39,6 +41,7 @@ def verify_cmd(quant, policy, pin, source, ftype, imatrix, tensor_types, output_
 @click.option("--policy", "-p", help="refuse unless the checkout has this policy applied (default: what is applied)")
 @click.option("--imatrix", type=click.Path(dir_okay=False, exists=True))
 @click.option("--tensor-type", "tensor_types", multiple=True, metavar="PAT=TYPE")
+@click.option("--custom-q", "custom_q", multiple=True, metavar="PAT=TYPE,...", help="ik_llama.cpp's --custom-q")
 @click.option("--output-tensor-type")
 @click.option("--token-embedding-type")
 @click.option("--pure", is_flag=True)
@@ -47,7 +50,7 @@ def verify_cmd(quant, policy, pin, source, ftype, imatrix, tensor_types, output_
 @click.option("--backend", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="which build's llama-quantize (build-cpu/ or build-cuda/)")
 @click.option("--dir", "checkout", type=click.Path(file_okay=False), help="checkout (default: llama.cpp/ in the project)")
-def quantize_cmd(model, out, ftype, policy, imatrix, tensor_types, output_tensor_type, token_embedding_type, pure,
+def quantize_cmd(model, out, ftype, policy, imatrix, tensor_types, custom_q, output_tensor_type, token_embedding_type, pure,
                  leave_output_tensor, threads, backend, checkout):
     """Quantize MODEL to OUT with the checkout's llama-quantize, then verify every tensor."""
     from .. import quantize, verify
@@ -55,8 +58,9 @@ def quantize_cmd(model, out, ftype, policy, imatrix, tensor_types, output_tensor
 
     r, seconds = quantize.quantize(
         checkout or repo_root() / "llama.cpp", model, out, ftype, policy=policy, imatrix=imatrix,
-        tensor_types=tensor_types, output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type,
-        pure=pure, leave_output_tensor=leave_output_tensor, threads=threads, backend=backend)
+        tensor_types=tensor_types, custom_q=custom_q, output_tensor_type=output_tensor_type,
+        token_embedding_type=token_embedding_type, pure=pure, leave_output_tensor=leave_output_tensor, threads=threads,
+        backend=backend)
     click.echo(f"quantized {model} -> {out} in {seconds:.1f} s")
     click.echo(verify.report(r))
     verify.check(r)

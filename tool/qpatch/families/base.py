@@ -24,6 +24,12 @@ class Family:
     options: frozenset[str] = frozenset()
     # what `qpatch export` can write for this family's stock llama-quantize
     export_formats: tuple[str, ...] = ("tensor-type",)
+    # the llama-quantize flag that takes the ordered regex=type overrides (Options.tensor_types)
+    tensor_type_flag: str = "--tensor-type"
+    # per-kind type options of its llama-quantize (ik: attn_v_type -> --attn-v-type ...), for --kind-type
+    kind_options: tuple[str, ...] = ()
+    # CMake definitions the family's tree needs beyond build.py's own (a user's -D still wins)
+    cmake_defines: tuple[tuple[str, str], ...] = ()
 
     @property
     def catalogue(self) -> Catalogue:
@@ -37,6 +43,19 @@ class Family:
     def template(self) -> str:
         """The family's policy template, relative to the template loader's roots."""
         return f"{self.name}/policy.h.j2"
+
+    def parse_tensor_types(self, specs: list[str], catalogue: Catalogue) -> tuple:
+        """The ordered regex=type overrides as this family's llama-quantize reads its flag's values."""
+        from ..evaluate import parse_tensor_type
+
+        return tuple(parse_tensor_type(s, catalogue) for s in specs)
+
+    def tensor_type_args(self, specs: list[str]) -> list[str]:
+        """llama-quantize's arguments for those overrides."""
+        out: list[str] = []
+        for spec in specs:
+            out += [self.tensor_type_flag, spec]
+        return out
 
     def plan(self, model: "ModelFacts", policy: "Policy", opts: "Options") -> "Plan":
         """Every tensor's type as this family's (patched) llama-quantize writes it."""

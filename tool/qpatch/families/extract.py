@@ -3,8 +3,10 @@
 Nothing here is hand-copied: ggml type ids come from `ggml/include/ggml.h`, block sizes and bytes
 per block from the pin's vendored `gguf-py/gguf/constants.py` (`GGML_QUANT_SIZES`), ftype ids from
 `include/llama.h`, the ftypes llama-quantize accepts (and their order and aliases) from
-`QUANT_OPTIONS` in `tools/quantize/quantize.cpp`, and each ftype's default type from the
-default-type switch in `src/llama-quant.cpp`. `make catalogues` writes each family's
+`QUANT_OPTIONS` in `tools/quantize/quantize.cpp` (`examples/quantize/` in older trees and in
+ik_llama.cpp), each ftype's default type from the default-type switch in `src/llama-quant.cpp`
+(`src/llama-quantize.cpp` in ik_llama.cpp), and per-row metadata bytes (ik_llama.cpp's
+`row_meta_size`, absent from gguf-py) from the type traits in `ggml/src/ggml.c`. `make catalogues` writes each family's
 `catalogue.json` from a fetched checkout; tests/test_catalogue.py checks the files against the
 pins' sources.
 """
@@ -21,6 +23,9 @@ _GGML_TYPE = re.compile(r"^\s*GGML_TYPE_(\w+)\s*=\s*(\d+)\s*,", re.M)
 _FTYPE = re.compile(r"^\s*LLAMA_FTYPE_(\w+)\s*=\s*(\d+)\s*,", re.M)
 _QUANT_OPTION = re.compile(r'\{\s*"(\w+)"\s*,\s*LLAMA_FTYPE_(\w+)\s*,\s*"([^"]*)"')
 # `case LLAMA_FTYPE_X: default_type = GGML_TYPE_Y; break;` (b6700) or `case LLAMA_FTYPE_X: return GGML_TYPE_Y;`
+_TRAIT = re.compile(r"\[GGML_TYPE_(\w+)\]\s*=\s*\{(.*?)\n\s*\},", re.S)
+_ROW_META = re.compile(r"\.row_meta_size\s*=\s*(\d+)\s*,")
+_TYPE_NAME = re.compile(r'\.type_name\s*=\s*"([^"]+)"')
 _DEFAULT_CASE = re.compile(r"case\s+LLAMA_FTYPE_(\w+)\s*:\s*(?:(?:default_type\s*=|return)\s*GGML_TYPE_(\w+))?")
 
 
@@ -62,6 +67,21 @@ def _default_switch(text: str, path: Path) -> dict[str, str]:
     return out
 
 
+def _traits(tree: Path) -> tuple[dict[str, int], dict[str, str]]:
+    """From ggml.c's type traits: type -> bytes of per-row metadata (scales stored once per row,
+    where the pin has them), and type -> ggml_type_name (what ik_llama.cpp's options match exactly)."""
+    path = tree / "ggml/src/ggml.c"
+    meta, names = {}, {}
+    for name, body in _TRAIT.findall(path.read_text()):
+        m = _ROW_META.search(body)
+        if m and int(m.group(1)):
+            meta[name] = int(m.group(1))
+        m = _TYPE_NAME.search(body)
+        if m:
+            names[name] = m.group(1)
+    return meta, names
+
+
 def extract(tree: Path) -> dict:
     tree = Path(tree)
     ggml_h = tree / "ggml/include/ggml.h"
@@ -73,7 +93,7 @@ def extract(tree: Path) -> dict:
     qpath = next(p for p in (tree / "tools/quantize/quantize.cpp", tree / "examples/quantize/quantize.cpp")
                  if p.is_file())
     options = _QUANT_OPTION.findall(qpath.read_text())
-    quant = tree / "src/llama-quant.cpp"
+    quant = next(p for p in (tree / "src/llama-quant.cpp", tree / "src/llama-quantize.cpp") if p.is_file())
     defaults = _default_switch(quant.read_text(), quant)
     ftypes, aliases = [], {}
     by_enum: dict[str, str] = {}
@@ -85,12 +105,14 @@ def extract(tree: Path) -> dict:
         ftypes.append({"name": name, "enum": enum, "id": fids[enum], "default": default,
                        **({"copy": True} if name == "COPY" else {})})
         by_enum.setdefault(enum, name)
+    meta, ggml_names = _traits(tree)
     missing = sorted({f["default"] for f in ftypes} - set(types))
     if missing:
         raise ValueError(f"{quant}: default types {missing} are not ggml types of {ggml_h}")
     return {
-        "source": "extracted from the pin's ggml.h, gguf-py constants.py, llama.h, quantize.cpp, llama-quant.cpp",
-        "types": [{"name": n, "id": i, "block": sizes[n][0], "bytes": sizes[n][1]}
+        "source": "extracted from the pin's ggml.h, ggml.c, gguf-py constants.py, llama.h, quantize.cpp, llama-quant.cpp",
+        "types": [{"name": n, "id": i, "block": sizes[n][0], "bytes": sizes[n][1],
+                   **({"row_meta": meta[n]} if n in meta else {}), "ggml_name": ggml_names.get(n, n.lower())}
                   for n, i in sorted(types.items(), key=lambda kv: kv[1]) if n in sizes],
         "ftypes": ftypes,
         "aliases": {k: by_enum.get(v, v) for k, v in sorted(aliases.items())},

@@ -369,6 +369,9 @@ class Policy:
     rules: tuple[Rule, ...]
     archs: tuple[str, ...] = ()  # empty: every architecture
     pins: tuple[str, ...] = ()  # empty: every pin
+    # pin families whose stock the rules are written against (empty: every family); on a pin of another
+    # family the policy keeps stock's choices, and plan/render say so
+    families: tuple[str, ...] = ()
     # shape fallback: (from, to) pairs that override stock's table entries; None: stock's table.
     fallback: tuple[tuple[T, T], ...] | None = None
     missing_imatrix: str = "abort"  # "abort" (stock) | "q8_0"
