@@ -12,7 +12,7 @@ from pathlib import Path
 
 import layouts
 from qpatch.catalogue import T
-from qpatch.synth import write_sparse
+from qpatch.synth import write_imatrix, write_sparse
 
 
 def _u(v):
@@ -92,3 +92,31 @@ def write(file: str, path: Path) -> Path:
     data = layouts.real_layout(file)
     tensors = [(n, tuple(s), T[dt.upper()]) for n, s, dt in data["tensors"]]
     return write_sparse(path, arch, {"general.file_type": ("u32", 32), **kv}, tensors)
+
+
+class _Tensors:
+    def __init__(self, tensors):
+        self._t = tensors
+
+    def tensors(self):
+        return self._t
+
+
+def write_thin(file: str, path: Path, *, rows: int = 16, experts: int = 2, imatrix: Path | None = None) -> Path:
+    """The layout with every tensor cut to `rows` rows and `experts` stored experts (real names, real ne[0],
+    real hyper-parameters), data a hole: for ik_llama.cpp, whose dry run reads every tensor's data. With
+    `imatrix`, a legacy imatrix for it too."""
+    arch, kv = LAYOUTS[file]
+    data = layouts.real_layout(file)
+    tensors = []
+    for n, shape, dt in data["tensors"]:
+        shape = list(shape)
+        if len(shape) > 1:
+            shape[1] = min(shape[1], rows)
+        if len(shape) > 2:
+            shape[2] = min(shape[2], experts)
+        tensors.append((n, tuple(shape), T[dt.upper()]))
+    if imatrix is not None:
+        write_imatrix(_Tensors(tensors), imatrix, legacy=True)
+    return write_sparse(path, arch, {"general.file_type": ("u32", 32), **kv}, tensors)
+

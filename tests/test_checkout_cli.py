@@ -105,7 +105,7 @@ def test_unknown_pin_and_missing_checkout(tmp_path):
 
 def test_pins_lists_the_shipped_pins():
     out = run("pins").stdout
-    assert out.splitlines()[0] == "0c1e57098  family current    0c1e57098bba  (default)"
+    assert out.splitlines()[0] == "0c1e57098   family current    0c1e57098bba  (default)"
     assert "4227c9be   family b6700      4227c9be4268" in out
     assert "b6700      family b6700      tag b6700 3df2244df40c" in out
 

@@ -15,6 +15,7 @@ import subprocess
 import pytest
 
 import ik_dry_run
+import real_layouts
 from ik_build import BUILDS, IK_PIN
 from qpatch import api
 from qpatch import export as ex_mod
@@ -113,6 +114,25 @@ def test_every_ftype_dry_run(model, ik_zoo, ik_stock):
             except AssertionError as e:
                 failures.append(str(e))
     assert not failures, f"{len(failures)} of {n} cases differ:\n" + "\n".join(failures[:5])
+
+
+# The seven real layouts (real names, real ne[0], real hyper-parameters), cut to 16 rows and 2 stored experts
+# since ik's dry run reads the data: every ftype, with a legacy imatrix and without (Gemma 4's 60 blocks of
+# per-layer tensors take 0.7 s a case: with the imatrix only).
+@pytest.mark.binary
+@pytest.mark.parametrize("layout", list(real_layouts.LAYOUTS))
+def test_real_layout_every_ftype_dry_run(layout, ik_stock, tmp_path):
+    im = tmp_path / "imatrix.dat"
+    path = real_layouts.write_thin(layout, tmp_path / "model.gguf", imatrix=im)
+    failures, n = [], 0
+    for ft in FTYPES:
+        for imatrix in ((im,) if layout.startswith("gemma") else (im, None)):
+            n += 1
+            try:
+                ik_dry_run.check(ik_stock, path, ft, pin=IK_PIN, imatrix=imatrix)
+            except AssertionError as e:
+                failures.append(str(e))
+    assert not failures, f"{len(failures)} of {n} cases differ:\n" + "\n".join(failures[:3])
 
 
 # (id, model, ftype, imatrix?, llama-quantize options, plan keyword arguments, outcome meant)
@@ -266,3 +286,27 @@ def test_stock_binary_with_exported_custom_q_chooses_what_the_patched_one_does(p
     patched = ik_dry_run.run(BUILDS.switch(policy), path, ftype, imatrix=imatrix)
     assert stock["returncode"] == 0 and patched["returncode"] == 0, stock["log_tail"] + patched["log_tail"]
     assert stock["types"] == patched["types"] == pp.types()
+
+
+@pytest.mark.binary
+@pytest.mark.xdist_group("patched-ik")
+def test_qpatch_quantize_and_verify_with_ik_types(ik_zoo, ik_stock, tmp_path):
+    """The user's path on the ik pin: the checkout with deepseek-v3-ik applied, `qpatch quantize` (which
+    plans, runs the patched llama-quantize and verifies tensor by tensor), then `qpatch verify` on the file
+    alone (policy and pin read back from it)."""
+    from click.testing import CliRunner
+
+    from qpatch.cli import cli
+
+    BUILDS.switch("deepseek-v3-ik")
+    path, imatrix = ik_zoo["deepseek-v3-thin-61L"]
+    out = tmp_path / "dsv3-IQ2_KS.gguf"
+    r = CliRunner().invoke(cli, ["quantize", str(path), str(out), "-f", "IQ2_KS", "--imatrix", str(imatrix),
+                                 "--dir", str(BUILDS.path), "--threads", "2"])
+    assert r.exit_code == 0, r.output
+    assert "0 mismatches" in r.output or "all" in r.output, r.output
+    types = {t.type for t in read_header(out, "ik_llama").tensors}
+    assert {T.IQ5_KS, T.IQ4_KS, T.IQ3_KS, T.IQ2_KS, T.IQ6_K} <= types
+    r = CliRunner().invoke(cli, ["verify", str(out), "--source", str(path), "--imatrix", str(imatrix)])
+    assert r.exit_code == 0, r.output
+    assert "pin=ik-55d3c05b" in r.output.replace("pin ", "pin=") or "ik-55d3c05b" in r.output, r.output

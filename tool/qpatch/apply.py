@@ -27,8 +27,11 @@ class Applied:
     header: Path
 
 
-def apply(policy: str, directory=None) -> Applied:
+def apply(policy: str, directory=None, *, pin: str | None = None) -> Applied:
     co = Checkout(directory)
+    if pin is not None and pin != co.pin_name:
+        raise CheckoutError(f"{co.path} is a checkout of pin {co.pin_name}, not {pin}",
+                            hint=f"qpatch fetch --pin {pin} --dir ANOTHER_DIR, then apply with --dir ANOTHER_DIR")
     pin = load_pin(co.pin_name)
     pol = loader.load(policy)
     if pol.pins and pin.name not in pol.pins:

@@ -136,8 +136,9 @@ def render_json(plan: Plan) -> str:
     return json.dumps(to_json(plan), indent=2)
 
 
-def options_text(o) -> list[str]:
-    """Every llama-quantize option of the job that changes types, as the command line names it."""
+def options_text(o, flag: str = "--tensor-type") -> list[str]:
+    """Every llama-quantize option of the job that changes types, as the command line names it (`flag`: the
+    family's option for the ordered regex=type overrides)."""
     extra = []
     if o.pure:
         extra.append("--pure")
@@ -148,15 +149,24 @@ def options_text(o) -> list[str]:
     if o.token_embedding_type is not None:
         extra.append(f"--token-embedding-type {o.token_embedding_type.name.lower()}")
     if o.tensor_types:
-        extra.append(f"{len(o.tensor_types)} --tensor-type")
+        extra.append(f"{len(o.tensor_types)} {flag} rules" if flag == "--custom-q" else f"{len(o.tensor_types)} {flag}")
     if o.prune_layers:
         extra.append(f"--prune-layers {','.join(map(str, o.prune_layers))}")
+    extra += [f"--{k.replace('_', '-')} {t.name.lower()}" for k, t in o.kind_types]
+    if o.ignore_imatrix_rules:
+        extra.append("--ignore-imatrix-rules")
     return extra
+
+
+def _flag(pin: str) -> str:
+    from .pins import family_of
+
+    return family_of(pin).tensor_type_flag if pin else "--tensor-type"
 
 
 def _header(plan: Plan) -> str:
     o = plan.options
-    extra = options_text(o)
+    extra = options_text(o, _flag(plan.pin))
     return (f"{plan.model.name}  arch={plan.model.arch}  blocks={plan.model.n_layer}  experts={plan.model.n_expert}  "
             f"policy={plan.policy.name}  pin={plan.pin}  ftype={o.ftype.name}  "
             f"imatrix={'yes' if o.has_imatrix else 'no'}" + ("  " + " ".join(extra) if extra else ""))
@@ -262,7 +272,7 @@ def render_compare(base: Plan, new: Plan, *, markdown: bool = False) -> str:
         d = delta[key]
         rows.append((label, t0, t1, str(max(1, len(blocks))), ("+" if d >= 0 else "-") + human_bytes(abs(d)), rule))
     saved = new.total_bytes - base.total_bytes
-    opts = options_text(new.options)
+    opts = options_text(new.options, _flag(new.pin))
     both = (f"both sides: ftype {new.options.ftype.name}, imatrix {'yes' if new.options.has_imatrix else 'no'}"
             + (", " + ", ".join(opts) if opts else ""))
     footer = (f"{base.policy.name}: {human_bytes(base.total_bytes)}, {base.bpw:.3f} bpw -> {new.policy.name}: "

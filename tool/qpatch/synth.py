@@ -250,9 +250,10 @@ def write_imatrix(spec: Spec, path: str | os.PathLike, *, skip: tuple[str, ...] 
     return path
 
 
-def _write_legacy_imatrix(spec: Spec, path: Path, skip, chunk_size: int, wrong_length) -> Path:
+def _write_legacy_imatrix(spec, path: Path, skip, chunk_size: int, wrong_length) -> Path:
     """int32 entries; per entry: int32 name length, name, int32 ncall, int32 nval, float32[nval] (sums,
-    divided by ncall on load); then int32 chunks and the dataset name (load_imatrix in quantize.cpp)."""
+    divided by ncall on load); then int32 chunks and the dataset name (load_imatrix in quantize.cpp).
+    `spec`: anything with `tensors()` -> (name, ne, type), a Spec or a layout."""
     import struct
 
     rng = np.random.default_rng(1)

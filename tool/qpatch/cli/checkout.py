@@ -64,11 +64,13 @@ source_option = click.option("--source", default="auto", show_default=True, meta
 @click.command("pins")
 def pins_cmd():
     """List the pins: llama.cpp commits qpatch knows, and where each can come from."""
-    for name in available_pins():
+    names = available_pins()
+    width = max(len(n) for n in names)
+    for name in names:
         p = load_pin(name)
         rev = " ".join(x for x in (p.tag and f"tag {p.tag}", p.commit and p.commit[:12]) if x)
         default = "  (default)" if name == DEFAULT_PIN else ""
-        click.echo(f"{name:<10} family {p.family:<10} {rev}{default}")
+        click.echo(f"{name:<{width}} family {p.family:<10} {rev}{default}")
         for s in p.sources:
             click.echo(f"    {s.describe()}")
 

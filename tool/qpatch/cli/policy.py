@@ -58,18 +58,20 @@ _dir = click.option("--dir", "directory", type=click.Path(file_okay=False),
 @click.command("apply")
 @click.argument("policy")
 @_dir
-def apply_cmd(policy, directory):
+@click.option("--pin", help="refuse unless the checkout is of this pin (the checkout's own pin applies either way)")
+def apply_cmd(policy, directory, pin):
     """Apply POLICY to the checkout: the pin's hook patches + the generated header, on branch qpatch/POLICY."""
     import time
 
     from .. import apply
 
     t0 = time.perf_counter()
-    a = apply.apply(policy, directory)
+    a = apply.apply(policy, directory, pin=pin)
     verb = "applied" if a.changed else "already applied"
     click.echo(f"{verb}: policy {a.policy} on pin {a.pin}, branch {a.branch} ({time.perf_counter() - t0:.2f} s)")
     if a.changed:
-        click.echo("next: make build-cpu (or qpatch build --cpu); only llama-quant.cpp recompiles")
+        hint = "make build-cpu" if directory is None else f"make build-cpu DIR={directory}"
+        click.echo(f"next: {hint} (or qpatch build --cpu); only the quantize source recompiles")
 
 
 @click.command("diff")

@@ -24,7 +24,9 @@ def _spec(preset: str):
 @click.command("synth")
 @click.argument("preset", type=click.Choice(PRESETS))
 @click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--imatrix", type=click.Path(dir_okay=False), help="also write a synthetic GGUF imatrix here")
+@click.option("--imatrix", type=click.Path(dir_okay=False),
+              help="also write a synthetic imatrix here: GGUF, or the legacy binary format for a name ending in .dat "
+                   "(the only one ik_llama.cpp reads)")
 @click.option("--force", is_flag=True, help="overwrite files that exist")
 @click.option("--mkdir", is_flag=True, help="create missing directories")
 def synth_cmd(preset, out, imatrix, force, mkdir):
@@ -49,5 +51,5 @@ def synth_cmd(preset, out, imatrix, force, mkdir):
     click.echo(f"wrote {out}: {spec.arch}, {spec.n_layer} blocks, {spec.n_expert} experts, "
                f"{len(spec.tensors())} tensors, {Path(out).stat().st_size / 2**20:.1f} MiB")
     if imatrix:
-        write_imatrix(spec, imatrix)
+        write_imatrix(spec, imatrix, legacy=str(imatrix).endswith(".dat"))
         click.echo(f"wrote {imatrix}")

@@ -18,6 +18,7 @@ class Family:
 
     name: str = ""
     summary: str = ""
+    project: str = "llama.cpp"  # the code base (a fork's families have their own): docs compare pins within one
     # llama-quantize's --tensor-type: which of several matching patterns decides ("first" | "last")
     tensor_type_match: str = "last"
     # options of this family's llama-quantize that change types, beyond the ftype and --imatrix

@@ -258,6 +258,7 @@ def parse_custom_q(spec: str, catalogue) -> list[tuple[str, T]]:
 
 class IkLlama(Family):
     name = "ik_llama"
+    project = "ik_llama.cpp"
     summary = ("ik_llama.cpp 55d3c05b (ik-llama-cpp-python 0.1.5): IQK/trellis/_R4 types, GGUF file order, "
                "first --custom-q match after stock's choice")
     tensor_type_match = "first"
