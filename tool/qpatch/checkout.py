@@ -36,9 +36,9 @@ GENERATED_TRAILER = "Qpatch-Generated"
 
 
 def default_dir() -> Path:
-    from .policy.loader import repo_root
+    from .shipped import project_root
 
-    return repo_root() / "llama.cpp"
+    return project_root() / "llama.cpp"
 
 
 @dataclass(frozen=True)

@@ -63,10 +63,9 @@ class Pin:
 
 
 def patches_root() -> Path:
-    from .policy.loader import repo_root
+    from .shipped import patches_root as root
 
-    env = os.environ.get("QPATCH_PATCHES")
-    return Path(env) if env else repo_root() / "patches"
+    return root()
 
 
 def patches_dir(pin: Pin) -> Path:

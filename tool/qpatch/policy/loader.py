@@ -27,8 +27,10 @@ PACKAGE = "qpatch_policies"
 
 
 def repo_root() -> Path:
-    env = os.environ.get("QPATCH_ROOT")
-    return Path(env) if env else Path(__file__).resolve().parents[3]
+    """The project root: the repository when run from source, else the current directory (qpatch.shipped)."""
+    from ..shipped import project_root
+
+    return project_root()
 
 
 _explicit: Path | None = None  # `qpatch --policies DIR`
@@ -43,7 +45,9 @@ def use_policies_dir(path: str | os.PathLike | None):
 
 
 def shipped_dir() -> Path:
-    return repo_root() / "policies"
+    from ..shipped import policies_dir
+
+    return policies_dir()
 
 
 def policies_dirs(extra: tuple = ()) -> list[Path]:
