@@ -292,8 +292,8 @@ def test_stock_binary_with_exported_custom_q_chooses_what_the_patched_one_does(p
 @pytest.mark.xdist_group("patched-ik")
 def test_qpatch_quantize_and_verify_with_ik_types(ik_zoo, ik_stock, tmp_path):
     """The user's path on the ik pin: the checkout with deepseek-v3-ik applied, `qpatch quantize` (which
-    plans, runs the patched llama-quantize and verifies tensor by tensor), then `qpatch verify` on the file
-    alone (policy and pin read back from it)."""
+    plans, runs the patched llama-quantize and verifies tensor by tensor), with a --custom-q rule (which beats
+    the policy) and a per-kind option, then `qpatch verify` on the file (policy and pin read back from it)."""
     from click.testing import CliRunner
 
     from qpatch.cli import cli
@@ -301,12 +301,14 @@ def test_qpatch_quantize_and_verify_with_ik_types(ik_zoo, ik_stock, tmp_path):
     BUILDS.switch("deepseek-v3-ik")
     path, imatrix = ik_zoo["deepseek-v3-thin-61L"]
     out = tmp_path / "dsv3-IQ2_KS.gguf"
+    opts = ["--custom-q", "ffn_down_exps=iq4_k", "--kind-type", "ffn-gate-inp-type=q8_0"]
     r = CliRunner().invoke(cli, ["quantize", str(path), str(out), "-f", "IQ2_KS", "--imatrix", str(imatrix),
-                                 "--dir", str(BUILDS.path), "--threads", "2"])
+                                 "--dir", str(BUILDS.path), "--threads", "2", *opts])
     assert r.exit_code == 0, r.output
-    assert "0 mismatches" in r.output or "all" in r.output, r.output
-    types = {t.type for t in read_header(out, "ik_llama").tensors}
-    assert {T.IQ5_KS, T.IQ4_KS, T.IQ3_KS, T.IQ2_KS, T.IQ6_K} <= types
-    r = CliRunner().invoke(cli, ["verify", str(out), "--source", str(path), "--imatrix", str(imatrix)])
+    assert "OK: every tensor has the predicted type" in r.output, r.output
+    types = {t.name: t.type for t in read_header(out, "ik_llama").tensors}
+    assert {T.IQ5_KS, T.IQ4_KS, T.IQ3_KS, T.IQ2_KS, T.IQ6_K} <= set(types.values())
+    assert types["blk.10.ffn_down_exps.weight"] == T.IQ4_K and types["blk.10.ffn_gate_inp.weight"] == T.Q8_0
+    r = CliRunner().invoke(cli, ["verify", str(out), "--source", str(path), "--imatrix", str(imatrix), *opts])
     assert r.exit_code == 0, r.output
-    assert "pin=ik-55d3c05b" in r.output.replace("pin ", "pin=") or "ik-55d3c05b" in r.output, r.output
+    assert "OK: every tensor has the predicted type" in r.output, r.output

@@ -135,16 +135,22 @@ def metadata_args(policy: str, pin: str) -> list[str]:
 def quantize(checkout: Path, model, out, ftype: str, *, policy: str | None = None, imatrix=None,
              tensor_types=(), output_tensor_type=None, token_embedding_type=None, pure=False,
              leave_output_tensor=False, threads=None, backend: str = "cpu", progress=True,
-             custom_q=()) -> tuple[VerifyResult, float]:
+             custom_q=(), kind_types=(), ignore_imatrix_rules=False) -> tuple[VerifyResult, float]:
     checkout = Path(checkout)
     binary = build.binary(checkout, backend, "llama-quantize")
     a = preflight(checkout, policy, binary)
     pol = _load_applied(checkout, a.policy)
     p = api.make_plan(model, ftype, policy=pol, imatrix=imatrix, tensor_types=tensor_types, custom_q=custom_q,
+                      kind_types=kind_types, ignore_imatrix_rules=ignore_imatrix_rules,
                       output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
                       leave_output_tensor=leave_output_tensor, pin=a.pin)
     api.require_runnable(p)
-    extra: list[str] = list(api.family_of(a.pin).tensor_type_args(list(tensor_types) + list(custom_q)))
+    family = api.family_of(a.pin)
+    extra: list[str] = list(family.tensor_type_args(list(tensor_types) + list(custom_q)))
+    for key, t in p.options.kind_types:  # ik's per-kind options, with ggml's own type names
+        extra += [f"--{key.replace('_', '-')}", family.catalogue.ggml_name(t)]
+    if ignore_imatrix_rules:
+        extra.append("--ignore-imatrix-rules")
     if output_tensor_type:
         extra += ["--output-tensor-type", output_tensor_type]
     if token_embedding_type:
@@ -157,6 +163,7 @@ def quantize(checkout: Path, model, out, ftype: str, *, policy: str | None = Non
     seconds = run(binary, model, out, ftype, imatrix=imatrix, extra_args=extra, threads=threads or os.cpu_count(),
                   progress=progress)
     r = verify(out, policy=pol, source=model, ftype=ftype, imatrix=imatrix, tensor_types=tensor_types, custom_q=custom_q,
+               kind_types=kind_types, ignore_imatrix_rules=ignore_imatrix_rules,
                output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
                leave_output_tensor=leave_output_tensor, pin=a.pin)
     return r, seconds

@@ -51,7 +51,8 @@ class VerifyResult:
 
 def verify(quant_path, *, policy: "str | Policy | None" = None, source=None, ftype: str | None = None, imatrix=None,
            tensor_types=(), output_tensor_type=None, token_embedding_type=None, pure=False,
-           leave_output_tensor=False, prune_layers=None, pin: str | None = None, custom_q=()) -> VerifyResult:
+           leave_output_tensor=False, prune_layers=None, pin: str | None = None, custom_q=(), kind_types=(),
+           ignore_imatrix_rules=False) -> VerifyResult:
     from .api import make_options
     from .pins import DEFAULT_PIN, family_of
 
@@ -83,7 +84,8 @@ def verify(quant_path, *, policy: "str | Policy | None" = None, source=None, fty
     opts = dataclasses.replace(
         make_options(pin, ft.name, output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type,
                      tensor_types=tensor_types, pure=pure, leave_output_tensor=leave_output_tensor,
-                     prune_layers=prune_layers, custom_q=custom_q),
+                     prune_layers=prune_layers, custom_q=custom_q, kind_types=kind_types,
+                     ignore_imatrix_rules=ignore_imatrix_rules),
         imatrix=entries)
     p = plan(model, policy if isinstance(policy, Policy) else loader.load(policy), opts, pin=pin)
     actual = {t.name: t.type for t in quant.tensors}

@@ -17,16 +17,17 @@ import click
 @click.option("--imatrix", type=click.Path(dir_okay=False), help="the imatrix used (default: read from the file)")
 @click.option("--tensor-type", "tensor_types", multiple=True, metavar="PAT=TYPE", help="overrides used (repeatable)")
 @click.option("--custom-q", "custom_q", multiple=True, metavar="PAT=TYPE,...", help="ik_llama.cpp's --custom-q used")
+@click.option("--kind-type", "kind_types", multiple=True, metavar="OPTION=TYPE", help="ik_llama.cpp's per-kind options used")
 @click.option("--output-tensor-type")
 @click.option("--token-embedding-type")
 @click.option("--pure", is_flag=True)
-def verify_cmd(quant, policy, pin, source, ftype, imatrix, tensor_types, custom_q, output_tensor_type, token_embedding_type,
+def verify_cmd(quant, policy, pin, source, ftype, imatrix, tensor_types, custom_q, kind_types, output_tensor_type, token_embedding_type,
                pure):
     """Check every tensor of QUANT against the prediction; exit 1 and list the differences if any."""
     from .. import verify
 
     r = verify.verify(quant, policy=policy, source=source, ftype=ftype, imatrix=imatrix, tensor_types=tensor_types,
-                      custom_q=custom_q,
+                      custom_q=custom_q, kind_types=kind_types,
                       output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
                       pin=pin)
     click.echo(verify.report(r))
@@ -42,6 +43,9 @@ def verify_cmd(quant, policy, pin, source, ftype, imatrix, tensor_types, custom_
 @click.option("--imatrix", type=click.Path(dir_okay=False, exists=True))
 @click.option("--tensor-type", "tensor_types", multiple=True, metavar="PAT=TYPE")
 @click.option("--custom-q", "custom_q", multiple=True, metavar="PAT=TYPE,...", help="ik_llama.cpp's --custom-q")
+@click.option("--kind-type", "kind_types", multiple=True, metavar="OPTION=TYPE",
+              help="ik_llama.cpp's per-kind options, e.g. attn-v-type=q8_0 (repeatable)")
+@click.option("--ignore-imatrix-rules", is_flag=True, help="ik_llama.cpp's --ignore-imatrix-rules")
 @click.option("--output-tensor-type")
 @click.option("--token-embedding-type")
 @click.option("--pure", is_flag=True)
@@ -50,7 +54,8 @@ def verify_cmd(quant, policy, pin, source, ftype, imatrix, tensor_types, custom_
 @click.option("--backend", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="which build's llama-quantize (build-cpu/ or build-cuda/)")
 @click.option("--dir", "checkout", type=click.Path(file_okay=False), help="checkout (default: llama.cpp/ in the project)")
-def quantize_cmd(model, out, ftype, policy, imatrix, tensor_types, custom_q, output_tensor_type, token_embedding_type, pure,
+def quantize_cmd(model, out, ftype, policy, imatrix, tensor_types, custom_q, kind_types, ignore_imatrix_rules,
+                 output_tensor_type, token_embedding_type, pure,
                  leave_output_tensor, threads, backend, checkout):
     """Quantize MODEL to OUT with the checkout's llama-quantize, then verify every tensor."""
     from .. import quantize, verify
@@ -58,7 +63,8 @@ def quantize_cmd(model, out, ftype, policy, imatrix, tensor_types, custom_q, out
 
     r, seconds = quantize.quantize(
         checkout or repo_root() / "llama.cpp", model, out, ftype, policy=policy, imatrix=imatrix,
-        tensor_types=tensor_types, custom_q=custom_q, output_tensor_type=output_tensor_type,
+        tensor_types=tensor_types, custom_q=custom_q, kind_types=kind_types, ignore_imatrix_rules=ignore_imatrix_rules,
+        output_tensor_type=output_tensor_type,
         token_embedding_type=token_embedding_type, pure=pure, leave_output_tensor=leave_output_tensor, threads=threads,
         backend=backend)
     click.echo(f"quantized {model} -> {out} in {seconds:.1f} s")
