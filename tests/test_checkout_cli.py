@@ -106,8 +106,9 @@ def test_unknown_pin_and_missing_checkout(tmp_path):
 def test_pins_lists_the_shipped_pins():
     out = run("pins").stdout
     assert out.splitlines()[0] == "0c1e57098   family current    0c1e57098bba  (default)"
-    assert "4227c9be   family b6700      4227c9be4268" in out
-    assert "b6700      family b6700      tag b6700 3df2244df40c" in out
+    assert "4227c9be    family b6700      4227c9be4268" in out
+    assert "b6700       family b6700      tag b6700 3df2244df40c" in out
+    assert "ik-55d3c05b family ik_llama   55d3c05bf7b3" in out
 
 
 def test_fresh_offline_machine_fetches_both_pins_from_the_sdists(upstream, tmp_path, monkeypatch):
