@@ -98,6 +98,27 @@ def test_custom_q_is_read_like_ik():
     assert FAMILY.tensor_type_args(["a=q8_0", "b=q4_K"]) == ["--custom-q", "a=q8_0,b=q4_K"]
 
 
+def test_import_an_ik_recipe_round_trips(ik_zoo, tmp_path):
+    """`qpatch import --custom-q` on the ik pin: read as ik reads it; no fix-ups (--custom-q comes after stock's
+    chain, whose counters still advance), and the policy plans exactly as stock given the string."""
+    from click.testing import CliRunner
+
+    from qpatch.cli import cli
+
+    path, im = ik_zoo["deepseek-v3-thin-61L"]
+    recipe = r"attn_k_b=q8_0,ffn_down_exps=iq3_k,blk\.[0-2]\.ffn_down=iq6_k"
+    r = CliRunner().invoke(cli, ["import", "ikr", "--model", str(path), "-f", "IQ2_KS", "--imatrix", str(im),
+                                 "--pin", IK_PIN, "--custom-q", recipe, "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "3 rule(s), 0 of them fix-ups" in r.stdout and "--custom-q ffn_down_exps=iq3_k" in (tmp_path / "ikr.py").read_text()
+    effect = api.make_plan(path, "IQ2_KS", imatrix=im, pin=IK_PIN, custom_q=[recipe])
+    loader.use_policies_dir(tmp_path)
+    try:
+        assert api.make_plan(path, "IQ2_KS", imatrix=im, pin=IK_PIN, policy="ikr").types() == effect.types()
+    finally:
+        loader.use_policies_dir(None)
+
+
 # ------------------------------------------------------------------ the stock binary
 
 

@@ -67,11 +67,12 @@ def _kind_line(kind: str, blocks: list[int], all_blocks: list[int], typ: T) -> L
 
 
 def lines_from_overrides(specs: list[str], pin: str) -> list[Line]:
-    cat = family_of(pin).catalogue
+    """One rule per override, read as the pin's llama-quantize reads its flag (ik: case-sensitive --custom-q)."""
+    fam = family_of(pin)
     out = []
     for spec in specs:
-        pat, t = parse_tensor_type(spec, cat)
-        out.append(Line(f"Select(pattern={pat!r})", Select(pattern=pat), t, f"--tensor-type {spec}"))
+        [(pat, t)] = fam.parse_tensor_types([spec], fam.catalogue)
+        out.append(Line(f"Select(pattern={pat!r})", Select(pattern=pat), t, f"{fam.tensor_type_flag} {spec}"))
     return out
 
 
@@ -120,7 +121,7 @@ def import_policy(name: str, *, model, ftype: str | None = None, overrides: list
         raise UsageError(f"{path} exists", hint="pass --force to overwrite it")
     stock = loader.load("stock")
     if gguf is not None:
-        quant = read_model(gguf)
+        quant = read_model(gguf, family_of(pin).name)  # type ids in the pin's numbering
         ftype = ftype or _ftype_of(quant, pin, gguf)
         model = model or gguf
         base = api.make_plan(model, ftype, policy=stock, pin=pin, imatrix=imatrix)
@@ -134,7 +135,8 @@ def import_policy(name: str, *, model, ftype: str | None = None, overrides: list
         if not ftype:
             raise UsageError("importing overrides needs --ftype: the ftype the recipe is used with")
         lines = lines_from_overrides(overrides, pin)
-        effect = api.make_plan(model, ftype, policy=stock, pin=pin, imatrix=imatrix, tensor_types=tuple(overrides))
+        flag = "custom_q" if family_of(pin).tensor_type_flag == "--custom-q" else "tensor_types"
+        effect = api.make_plan(model, ftype, policy=stock, pin=pin, imatrix=imatrix, **{flag: tuple(overrides)})
         what, same_as = "the recipe's effect on stock llama-quantize", "stock llama-quantize given the recipe"
         target = {t.name: t.type for t in effect.tensors}
     fixups = 0
