@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cachelock import file_lock
-from qpatch import build, render
+from qpatch import apply, build
 from qpatch.cache import cache_root
 from qpatch.checkout import Checkout
 from qpatch.pins import load_pin
@@ -42,14 +42,8 @@ class PatchedBuild:
     def switch(self, policy: Policy | str) -> Path:
         """Apply `policy` (a name or a Policy object), rebuild, and return llama-quantize's path."""
         pol = loader.load(policy) if isinstance(policy, str) else policy
-        text = render.render(pol, self.pin.name)
         with file_lock(self.lock):
-            co = Checkout(self.path)
-            try:
-                co.apply(self.pin, {render.GENERATED_PATH: text}, f"qpatch/{pol.name}",
-                         f"qpatch: policy {pol.name} (test build)")
-            finally:
-                co.close()
+            apply.apply(pol, self.path)  # as `qpatch apply` does it, the record included
             bindir = build.build(self.path, "cpu", ["llama-quantize"], progress=None)
             log = (build.build_dir(self.path, "cpu") / "qpatch-build.log").read_text(errors="replace")
         # The pin's own warning flags (-Wall -Wextra ...) are on: the hook and the generated header

@@ -12,7 +12,6 @@ from click.testing import CliRunner
 from qpatch import render
 from qpatch.cli import cli
 from qpatch.errors import CheckoutError, QuantizeError, SourceError, VerifyMismatch
-from qpatch.policy import loader
 
 
 @pytest.fixture
@@ -27,37 +26,55 @@ def test_imatrix_missing_for_a_very_low_bit_ftype(ds_model):
     assert "error: llama-quantize refuses IQ1_S without an importance matrix (pass --imatrix FILE)" in r.output
 
 
-def _fake_checkout(tmp_path, policy="deepseek-v3", binary_age=+5):
-    co = tmp_path / "llama.cpp"
-    (co / "src").mkdir(parents=True)
+def _applied_checkout(checkout, tmp_path, case, binary_age=+5):
+    """A real checkout (the test remote's 4227c9be) with a policy applied the way `qpatch apply` does it,
+    and a stand-in llama-quantize in build-cpu/bin (never run: every case below is refused before)."""
+    co = checkout.path
+    policy = "deepseek-v3"
+    if case == "stale header":  # a policy of the user's, changed after it was applied
+        mine = tmp_path / "mine"
+        mine.mkdir()
+        (mine / "mine.py").write_text(MINE)
+        r = CliRunner().invoke(cli, ["--policies", str(mine), "apply", "mine", "--dir", str(co)])
+        assert r.exit_code == 0, r.output
+        (mine / "mine.py").write_text(MINE.replace("T.Q8_0", "T.Q6_K"))
+        policy = "mine"
+    elif case != "no policy":
+        r = CliRunner().invoke(cli, ["apply", policy, "--dir", str(co)])
+        assert r.exit_code == 0, r.output
     header = co / render.GENERATED_PATH
-    header.write_text(render.render(loader.load(policy), "4227c9be"))
     binary = co / "build-cpu" / "bin" / "llama-quantize"
     binary.parent.mkdir(parents=True)
-    binary.write_text("#!/bin/sh\nexit 99\n")  # never run: every case below is refused before
+    binary.write_text("#!/bin/sh\nexit 99\n")
     binary.chmod(0o755)
-    t = header.stat().st_mtime
+    t = header.stat().st_mtime if header.exists() else time.time()
     os.utime(binary, (t + binary_age, t + binary_age))
-    return co, header, binary
+    return co, header, policy
+
+
+MINE = """from qpatch.catalogue import T
+from qpatch.policy.model import Policy, rule
+
+POLICY = Policy(name="mine", summary="attn_k_b to Q8_0", rules=(rule("attn_k_b", T.Q8_0),))
+"""
 
 
 @pytest.mark.parametrize("case,args,code,message", [
     ("wrong policy", ["--policy", "stock"], QuantizeError.exit_code,
      "error: the checkout has policy 'deepseek-v3' applied, not 'stock'"),
     ("old binary", [], QuantizeError.exit_code, "is older than the generated policy code llama-quant-qpatch.h"),
-    ("stale header", [], QuantizeError.exit_code, "is stale: policy 'deepseek-v3' changed since it was applied"),
-    ("no policy", [], CheckoutError.exit_code, "no policy applied (src/llama-quant-qpatch.h is missing)"),
+    ("stale header", [], QuantizeError.exit_code, "is stale: policy 'mine' changed since it was applied"),
+    ("edited header", [], CheckoutError.exit_code,
+     "llama-quant-qpatch.h was changed after `qpatch apply deepseek-v3`: it is not what the checkout records"),
+    ("no policy", [], CheckoutError.exit_code, "no policy applied"),
 ])
-def test_quantize_refuses_what_it_cannot_trust(tmp_path, ds_model, case, args, code, message):
+def test_quantize_refuses_what_it_cannot_trust(checkout, tmp_path, ds_model, case, args, code, message):
+    """What was applied is read from the checkout's own record (apply's commit), never from the header's text."""
     model, imatrix = ds_model
-    co, header, binary = _fake_checkout(tmp_path, binary_age=-5 if case == "old binary" else +5)
-    if case == "stale header":
+    co, header, _ = _applied_checkout(checkout, tmp_path, case, binary_age=-5 if case == "old binary" else +5)
+    if case == "edited header":
         header.write_text(header.read_text().replace("return GGML_TYPE_Q4_K;", "return GGML_TYPE_Q5_K;", 1))
-        t = header.stat().st_mtime
-        os.utime(binary, (t + 5, t + 5))
-    if case == "no policy":
-        header.unlink()
-    before = {p: p.read_bytes() for p in co.rglob("*") if p.is_file()}
+    before = {p: p.read_bytes() for p in co.rglob("*") if p.is_file() and ".git" not in p.parts}
     out = tmp_path / "out.gguf"
     r = CliRunner().invoke(cli, ["quantize", str(model), str(out), "--ftype", "IQ1_M", "--imatrix", str(imatrix),
                                  "--dir", str(co), *args])
@@ -66,7 +83,7 @@ def test_quantize_refuses_what_it_cannot_trust(tmp_path, ds_model, case, args, c
     if case in ("wrong policy", "old binary"):  # hints act on this checkout, not the project's llama.cpp/
         assert f"--dir {co}" in r.output and "make build-cpu" not in r.output
     assert not out.exists()
-    assert {p: p.read_bytes() for p in co.rglob("*") if p.is_file()} == before
+    assert {p: p.read_bytes() for p in co.rglob("*") if p.is_file() and ".git" not in p.parts} == before
 
 
 @pytest.mark.binary

@@ -33,6 +33,11 @@ PIN_REFS = "refs/qpatch/pins/"
 EXCLUDES = ("/build-cpu/", "/build-cuda/")
 PATCH_TRAILER = "Qpatch-Patch"
 GENERATED_TRAILER = "Qpatch-Generated"
+# What `qpatch apply` put into the checkout, recorded once as trailers of its generated commit (so the record
+# moves with HEAD): the policy, its content hash, and the sha256 of each generated file's content.
+POLICY_TRAILER = "Qpatch-Policy"
+POLICY_HASH_TRAILER = "Qpatch-Policy-Hash"
+HEADER_HASH_TRAILER = "Qpatch-Header-Sha256"
 
 
 def default_dir() -> Path:
@@ -65,6 +70,7 @@ class Status:
     based_on_pristine: bool
     patches: tuple[str, ...]  # applied by qpatch, in order
     generated: tuple[str, ...]  # files written by qpatch apply
+    record: tuple[tuple[str, str], ...]  # the trailers of apply's generated commit (policy, hashes)
     other_commits: tuple[str, ...]  # "sha subject" of commits above pristine not made by qpatch
     changes: tuple[str, ...]  # "state path" of uncommitted changes and untracked files
 
@@ -74,6 +80,10 @@ class Status:
 
     @property
     def policy(self) -> str | None:
+        """The applied policy, as apply recorded it (a checkout applied before the record: its branch name)."""
+        rec = dict(self.record)
+        if POLICY_TRAILER in rec:
+            return rec[POLICY_TRAILER]
         if self.branch and self.branch.startswith("qpatch/") and self.generated:
             return self.branch.removeprefix("qpatch/")
         return None
@@ -90,6 +100,10 @@ class Status:
             f"policy:    {self.policy or '(none)'}",
             "patches:   " + (", ".join(self.patches) or "(none)"),
         ]
+        rec = dict(self.record)
+        if POLICY_HASH_TRAILER in rec:
+            lines.insert(-1, f"recorded:  policy hash {rec[POLICY_HASH_TRAILER]}, header sha256 "
+                             f"{rec.get(HEADER_HASH_TRAILER, '?')[:16]}...")
         if self.generated:
             lines.append("generated: " + ", ".join(self.generated))
         if not self.based_on_pristine:
@@ -223,7 +237,7 @@ class Checkout:
         repo, pristine = self.repo, self.pristine_commit
         head = repo.head.commit.hexsha
         based = _is_ancestor(repo, pristine, head)
-        patches, generated, others = [], [], []
+        patches, generated, others, record = [], [], [], {}
         if based:
             for c in reversed(list(repo.iter_commits(f"{pristine}..{head}"))):
                 tr = _trailers(c.message)
@@ -231,13 +245,15 @@ class Checkout:
                     patches.append(tr[PATCH_TRAILER])
                 elif c.author.email == sources.IDENTITY["GIT_AUTHOR_EMAIL"] and GENERATED_TRAILER in tr:
                     generated = tr[GENERATED_TRAILER].split(", ")
+                    record = {k: v for k, v in tr.items() if k != GENERATED_TRAILER}
                 else:
                     others.append(f"{c.hexsha[:12]} {c.summary}")
         return Status(
             path=self.path, pin=self.pin_name, family=_config(repo, "family"), upstream=_config(repo, "upstream"),
             source=_config(repo, "source"), pristine=pristine, head=head,
             branch=None if repo.head.is_detached else repo.active_branch.name, based_on_pristine=based,
-            patches=tuple(patches), generated=tuple(generated), other_commits=tuple(others),
+            patches=tuple(patches), generated=tuple(generated), record=tuple(sorted(record.items())),
+            other_commits=tuple(others),
             changes=tuple(f"{w:<10} {p}" for w, p in self._changes()),
         )
 
@@ -294,9 +310,11 @@ class Checkout:
         repo.git.checkout("--quiet", "--detach", self.pristine_commit)
         return True
 
-    def apply(self, pin: Pin, generated: dict[str, str], branch: str, message: str) -> bool:
+    def apply(self, pin: Pin, generated: dict[str, str], branch: str, message: str,
+              record: dict[str, str] | None = None) -> bool:
         """From the pristine commit, on `branch`: the pin's series (one commit per patch, strict),
-        then the `generated` files (relative path -> content) in one commit with `message`.
+        then the `generated` files (relative path -> content) in one commit with `message` and the
+        `record` (trailer -> value) among its trailers.
 
         All or nothing: on any failure HEAD, branches, index and worktree are as before. Returns
         False when the checkout is already on `branch` with exactly this content (nothing to rebuild).
@@ -316,17 +334,21 @@ class Checkout:
         old_tip = _rev(repo, ref)
         if old_tip:
             self._ensure_only_qpatch_commits(branch)
-        target = self._build(pin, generated, message)
-        target_tree = repo.commit(target).tree.hexsha
+        target = self._build(pin, generated, message, record or {})
+
+        def same(tip: str | None) -> bool:  # the same tree and the same record (commit message)
+            return bool(tip) and (repo.commit(tip).tree.hexsha, repo.commit(tip).message) == (
+                repo.commit(target).tree.hexsha, repo.commit(target).message)
+
         on_branch = not repo.head.is_detached and repo.head.ref.path == ref
-        if on_branch and repo.commit(old_tip).tree.hexsha == target_tree:
+        if on_branch and same(old_tip):
             return False
-        if old_tip and repo.commit(old_tip).tree.hexsha == target_tree:
+        if same(old_tip):
             target = old_tip  # same content: keep the branch as it is, only switch to it
         self._switch(ref, target, old_tip)
         return True
 
-    def _build(self, pin: Pin, generated: dict[str, str], message: str) -> str:
+    def _build(self, pin: Pin, generated: dict[str, str], message: str, record: dict[str, str]) -> str:
         """The commits of an apply, made on a private index: nothing visible changes here."""
         repo = self.repo
         parent = self.pristine_commit
@@ -344,8 +366,9 @@ class Checkout:
                 for path, content in sorted(generated.items()):
                     idx.write_file(path, content)
                 files = ", ".join(sorted(generated))
+                trailers = "".join(f"{k}: {v}\n" for k, v in sorted(record.items()))
                 parent = _commit(repo, idx.write_tree(), parent,
-                                 f"{message.rstrip()}\n\n{GENERATED_TRAILER}: {files}\n")
+                                 f"{message.rstrip()}\n\n{GENERATED_TRAILER}: {files}\n{trailers}")
         return parent
 
     def _switch(self, ref: str, target: str, old_tip: str | None) -> None:
@@ -474,7 +497,7 @@ def _commit(repo: git.Repo, tree: str, parent: str, message: str) -> str:
 
 
 def _trailers(message: str) -> dict[str, str]:
-    return dict(re.findall(r"^([A-Za-z-]+): (.+)$", message.rstrip().rsplit("\n\n", 1)[-1], re.M))
+    return dict(re.findall(r"^([A-Za-z0-9-]+): (.+)$", message.rstrip().rsplit("\n\n", 1)[-1], re.M))
 
 
 def _check_generated_path(path: str) -> None:

@@ -8,6 +8,7 @@ llama-quantize would abort.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -21,8 +22,6 @@ from .errors import BuildError, CheckoutError, QuantizeError
 from .policy import loader
 from .verify import VerifyResult, verify
 
-_BANNER_POLICY = re.compile(r"^// policy: (\S+) \(", re.M)
-_BANNER_PIN = re.compile(r"^// regenerate: qpatch render \S+ --pin (\S+)", re.M)
 _PROGRESS = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
 
 
@@ -34,15 +33,25 @@ class Applied:
 
 
 def applied(checkout: Path) -> Applied:
+    """What `qpatch apply` recorded in the checkout (its generated commit's trailers), checked against the
+    header on disk: a header changed since then is refused."""
+    from .checkout import HEADER_HASH_TRAILER, POLICY_TRAILER, Checkout
+
+    co = Checkout(checkout)
+    try:
+        st = co.status()
+    finally:
+        co.close()
     header = Path(checkout) / render.GENERATED_PATH
-    if not header.exists():
-        raise CheckoutError(f"{checkout}: no policy applied ({render.GENERATED_PATH} is missing)",
+    rec = dict(st.record)
+    if POLICY_TRAILER not in rec or not header.exists():
+        why = "" if st.policy is None else f" (policy {st.policy} was applied by an older qpatch: apply it again)"
+        raise CheckoutError(f"{checkout}: no policy applied{why}",
                             hint=f"run `qpatch apply POLICY --dir {checkout}` then `qpatch build --dir {checkout}`")
-    text = header.read_text()
-    m, n = _BANNER_POLICY.search(text), _BANNER_PIN.search(text)
-    if not m or not n:
-        raise CheckoutError(f"{header}: not a qpatch-generated header (no banner)")
-    return Applied(m.group(1), n.group(1), header)
+    if hashlib.sha256(header.read_bytes()).hexdigest() != rec.get(HEADER_HASH_TRAILER):
+        raise CheckoutError(f"{header} was changed after `qpatch apply {rec[POLICY_TRAILER]}`: it is not what the "
+                            f"checkout records", hint=f"run `qpatch apply {rec[POLICY_TRAILER]} --dir {checkout}`")
+    return Applied(rec[POLICY_TRAILER], st.pin, header)
 
 
 def _load_applied(checkout: Path, policy: str):
