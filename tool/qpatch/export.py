@@ -102,7 +102,8 @@ class ExportBug(AssertionError):
 def export(pp: Plan) -> Export:
     """The overrides that make stock llama-quantize write `pp` (a policy's plan), checked."""
     o = pp.options
-    if o.tensor_types or o.pure or o.output_tensor_type or o.token_embedding_type or o.leave_output_tensor:
+    if (o.tensor_types or o.pure or o.output_tensor_type or o.token_embedding_type or o.leave_output_tensor
+            or o.kind_types or o.ignore_imatrix_rules):
         raise UsageError("export takes a plan without command-line type options (--tensor-type, --pure, ...)")
     if pp.errors:
         more = f" (and {len(pp.errors) - 1} more)" if len(pp.errors) > 1 else ""
