@@ -122,19 +122,24 @@ def test_import_an_ik_recipe_round_trips(ik_zoo, tmp_path):
 # ------------------------------------------------------------------ the stock binary
 
 
+def _assert_dry_runs_agree(binary, path, ftypes, imatrices, policy="stock"):
+    """Every (ftype, imatrix) case through ik_dry_run.check; one assertion listing the first failures."""
+    failures, n = [], 0
+    for ft in ftypes:
+        for im in imatrices:
+            n += 1
+            try:
+                ik_dry_run.check(binary, path, ft, pin=IK_PIN, imatrix=im, policy=policy)
+            except AssertionError as e:
+                failures.append(str(e))
+    assert not failures, f"{path.name}: {len(failures)} of {n} cases differ:\n" + "\n".join(failures[:5])
+
+
 @pytest.mark.binary
 @pytest.mark.parametrize("model", [m.name for m in zoo.ZOO + IK_SPECS])
 def test_every_ftype_dry_run(model, ik_zoo, ik_stock):
     path, imatrix = ik_zoo[model]
-    failures, n = [], 0
-    for ft in FTYPES:
-        for im in (imatrix, None):
-            n += 1
-            try:
-                ik_dry_run.check(ik_stock, path, ft, pin=IK_PIN, imatrix=im)
-            except AssertionError as e:
-                failures.append(str(e))
-    assert not failures, f"{len(failures)} of {n} cases differ:\n" + "\n".join(failures[:5])
+    _assert_dry_runs_agree(ik_stock, path, FTYPES, (imatrix, None))
 
 
 # The seven real layouts (real names, real ne[0], real hyper-parameters), cut to 16 rows and 2 stored experts
@@ -145,15 +150,7 @@ def test_every_ftype_dry_run(model, ik_zoo, ik_stock):
 def test_real_layout_every_ftype_dry_run(layout, ik_stock, tmp_path):
     im = tmp_path / "imatrix.dat"
     path = real_layouts.write_thin(layout, tmp_path / "model.gguf", imatrix=im)
-    failures, n = [], 0
-    for ft in FTYPES:
-        for imatrix in ((im,) if layout.startswith("gemma") else (im, None)):
-            n += 1
-            try:
-                ik_dry_run.check(ik_stock, path, ft, pin=IK_PIN, imatrix=imatrix)
-            except AssertionError as e:
-                failures.append(str(e))
-    assert not failures, f"{len(failures)} of {n} cases differ:\n" + "\n".join(failures[:3])
+    _assert_dry_runs_agree(ik_stock, path, FTYPES, (im,) if layout.startswith("gemma") else (im, None))
 
 
 # (id, model, ftype, imatrix?, llama-quantize options, plan keyword arguments, outcome meant)
@@ -270,17 +267,9 @@ POLICY_MODELS = ("deepseek-v3-thin-61L", "deepseek2-kvb-12L", "qwen3moe-128e-24L
 def test_policy_compiled_in_agrees(policy, ik_zoo, ik_stock):
     binary = BUILDS.switch(policy)  # fails on any compiler warning in the hook or the generated header
     pol = loader.load(policy)
-    failures, n = [], 0
     for model in POLICY_MODELS:
         path, imatrix = ik_zoo[model]
-        for ft in POLICY_FTYPES:
-            for im in (imatrix, None):
-                n += 1
-                try:
-                    ik_dry_run.check(binary, path, ft, pin=IK_PIN, imatrix=im, policy=pol)
-                except AssertionError as e:
-                    failures.append(str(e))
-    assert not failures, f"{policy}: {len(failures)} of {n} cases differ:\n" + "\n".join(failures[:5])
+        _assert_dry_runs_agree(binary, path, POLICY_FTYPES, (imatrix, None), policy=pol)
 
 
 EXPORTS = [
