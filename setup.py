@@ -12,7 +12,7 @@ setup(
     packages=find_packages("tool") + ["qpatch_data", "qpatch_data.patches", "qpatch_data.policies"],
     package_dir={"": "tool", "qpatch_data.patches": "patches", "qpatch_data.policies": "policies"},
     package_data={
-        "qpatch": ["templates/*.j2", "families/*/*.json", "families/*/*.j2"],
+        "qpatch": ["codegen/templates/*.j2", "families/*/*.json", "families/*/*.j2"],
         "qpatch_data.patches": ["*/*"],
     },
 )

@@ -21,11 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from qpatch import apply, build
+from qpatch.build import cmake
 from qpatch.cache import cache_root
-from qpatch.checkout import Checkout
-from qpatch.pins import DEFAULT_PIN, load_pin
-from qpatch.synth import deepseek_v3, write_imatrix, write_model
+from qpatch.checkout import apply
+from qpatch.checkout.repo import Checkout
+from qpatch.families.pins import DEFAULT_PIN, load_pin
+from qpatch.gguf.synth import deepseek_v3, write_imatrix, write_model
 
 RUNS = int(os.environ.get("QPATCH_BENCH_RUNS", "5"))
 
@@ -43,7 +44,7 @@ def main() -> int:
     root.mkdir(parents=True)
     pin = load_pin(os.environ.get("QPATCH_BENCH_PIN", DEFAULT_PIN))
     Checkout(co_dir).fetch(pin, source="sdist")
-    b = lambda: build.build(co_dir, "cpu", ["llama-quantize"], progress=None)  # noqa: E731
+    b = lambda: cmake.build(co_dir, "cpu", ["llama-quantize"], progress=None)  # noqa: E731
     clean = timed(b)
     stock = root / "llama-quantize.stock"
     shutil.copy2(co_dir / "build-cpu" / "bin" / "llama-quantize", stock)

@@ -57,7 +57,7 @@ def disk_usage(paths) -> tuple[int, int]:
 WRITE = """
 import sys
 from pathlib import Path
-from qpatch.synth import deepseek_v3, write_sparse_split
+from qpatch.gguf.synth import deepseek_v3, write_sparse_split
 spec = deepseek_v3(full=True, tokenizer=True)
 paths = write_sparse_split(spec, Path(sys.argv[1]) / "DeepSeek-V3", 5)
 print(len(spec.tensors()), *paths, sep="\\n")

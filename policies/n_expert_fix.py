@@ -37,7 +37,7 @@ kind ("attn_k" also catches attn_k_b and attn_kv_*, "attn_q" catches attn_q_a/at
 is documented in docs/policies/n-expert-fix.md; it is not an expert-count bug.
 """
 
-from qpatch.catalogue import T
+from qpatch.gguf.catalogue import T
 
 from qpatch.policy.blocks import E8, HB, LB
 from qpatch.policy.model import Arch, Default, Ftypes, Not, Policy, Select, UseMoreBits, rule

@@ -8,11 +8,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from qpatch import api, policies_view, report
-from qpatch.model_facts import kind_of
-from qpatch.pins import DEFAULT_PIN, available_pins, family_of, load_pin
+from qpatch import job
+from qpatch.families.pins import DEFAULT_PIN, available_pins, family_of, load_pin
+from qpatch.gguf.model_facts import kind_of
+from qpatch.gguf.synth import Spec, deepseek_v3, write_imatrix, write_model, write_sparse_split
+from qpatch.policy import listing as policies_view
 from qpatch.policy import loader
-from qpatch.synth import Spec, deepseek_v3, write_imatrix, write_model, write_sparse_split
+from qpatch.predict import report
 
 DSV3 = Spec("DeepSeek-V3-shaped", "deepseek2", 61, n_embd=7168, n_ff=18432, n_head=128, n_head_kv=128,
             n_expert=256, n_expert_used=8, n_ff_exp=2048, leading_dense=3, shared_experts=1, attention="mla",
@@ -28,7 +30,7 @@ IK_FTYPES = ("IQ2_KS", "IQ3_K", "IQ4_KS")  # for a policy written in ik_llama.cp
 def home_pin(name: str) -> str:
     """The default pin, or, for a policy that names types the default pin lacks, the first pin that has them."""
     from qpatch.errors import PolicyError
-    from qpatch.evaluate import check_types
+    from qpatch.predict.evaluate import check_types
 
     pol = loader.load(name)
     for pin in [DEFAULT_PIN] + [p for p in available_pins() if p != DEFAULT_PIN]:
@@ -50,7 +52,7 @@ def pin_differences(name: str, models, home: str) -> list[str]:
         if p == home or family_of(p).project != family_of(home).project:
             continue  # another code base's stock differs everywhere: its own policies say how
         try:
-            api.make_plan(models[0][1], "Q8_0", policy=name, pin=p)
+            job.make_plan(models[0][1], "Q8_0", policy=name, pin=p)
             other.append(p)
         except PolicyError:
             pass  # it names types that pin does not have
@@ -63,8 +65,8 @@ def pin_differences(name: str, models, home: str) -> list[str]:
         for label, model, imatrix in models:
             for ft in common:
                 for im in (imatrix, None):
-                    a = api.make_plan(model, ft, policy=name, imatrix=im, pin=pin)
-                    b = api.make_plan(model, ft, policy=name, imatrix=im, pin=home)
+                    a = job.make_plan(model, ft, policy=name, imatrix=im, pin=pin)
+                    b = job.make_plan(model, ft, policy=name, imatrix=im, pin=home)
                     if a.errors or b.errors:
                         if bool(a.errors) != bool(b.errors):
                             rows[(pin, label, ft, "yes" if im else "no", "(the job)",
@@ -107,8 +109,8 @@ def main(out_dir: Path):
                                                  if home == DEFAULT_PIN else
                                                  (real, "DeepSeek-V3-real.gguf", None, "", "without"))
             for ft in ftypes:
-                base = api.make_plan(shown, ft, policy="stock", imatrix=im, pin=home)
-                new = api.make_plan(shown, ft, policy=name, imatrix=im, pin=home)
+                base = job.make_plan(shown, ft, policy="stock", imatrix=im, pin=home)
+                new = job.make_plan(shown, ft, policy=name, imatrix=im, pin=home)
                 pin_opt = "" if home == DEFAULT_PIN else f" --pin {home}"
                 parts += [f"## {ft} {with_im} imatrix on pin {home}: what changes against stock",
                           "", f"`qpatch plan {label} --ftype {ft}{im_opt}{pin_opt} --policy {name} "

@@ -20,10 +20,10 @@ from pathlib import Path
 import git
 import pytest
 
-from qpatch import sources
 from qpatch.cache import cache_root
-from qpatch.checkout import Checkout
-from qpatch.pins import Pin, Source, load_pin
+from qpatch.checkout import sources
+from qpatch.checkout.repo import Checkout
+from qpatch.families.pins import Pin, Source, load_pin
 from qpatch.progress import SILENT
 
 QUANT = "src/llama-quant.cpp"

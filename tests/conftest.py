@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 import stock_binary
 import zoo
-from policy_build import PatchedBuild
 from checkout_fixtures import base_checkout, checkout, upstream  # noqa: F401  (test_checkout*, test_series*)
+from policy_build import PatchedBuild
 
 
 @pytest.fixture(scope="session")

@@ -15,16 +15,16 @@ import os
 import subprocess
 from pathlib import Path
 
-from qpatch.gguf_header import read_header
-
-import stock_binary
 import plans
+import stock_binary
+
+from qpatch.gguf.header import read_header
 
 RESULTS = stock_binary.pin_dir() / "results"  # keyed by the binary's hash, so one folder serves every pin
 
 
 def plan_kwargs(args: list[str]) -> dict:
-    """llama-quantize's options (as passed to the binary) -> api.make_plan keyword arguments."""
+    """llama-quantize's options (as passed to the binary) -> job.make_plan keyword arguments."""
     kw: dict = {"tensor_types": []}
     it = iter(args)
     for a in it:

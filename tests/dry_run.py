@@ -13,7 +13,8 @@ import subprocess
 from pathlib import Path
 
 import plans
-from qpatch import api
+
+from qpatch import job
 
 _LINE = re.compile(r"^\[\s*\d+/\s*\d+\]\s+(\S+)\s+- \[[^\]]*\], type =\s*(\w+), size = [^(\n]*(?:\((\w+)\))?\s*$",
                    re.M)
@@ -36,7 +37,7 @@ def check(binary: Path, model: Path, ftype: str, *, pin: str, imatrix: Path | No
         getattr(policy, "name", policy))
     plan = plans.make_plan(model, ftype, policy=policy, imatrix=imatrix, pin=pin, **(plan_kwargs or {}))
     result = (runner or run)(binary, model, ftype, imatrix=imatrix, args=args)
-    fam = api.family_of(pin)
+    fam = job.family_of(pin)
     if not fam.dry_run_ok(plan):
         assert result["returncode"] != 0, f"{label}: plan predicts failure ({plan.errors[0]}), the dry run succeeded"
         return plan

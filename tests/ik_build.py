@@ -16,9 +16,10 @@ from pathlib import Path
 
 from cachelock import file_lock
 from policy_build import PatchedBuild
-from qpatch import build
-from qpatch.checkout import Checkout
-from qpatch.pins import load_pin, series
+
+from qpatch.build import cmake
+from qpatch.checkout.repo import Checkout
+from qpatch.families.pins import load_pin, series
 
 IK_PIN = "ik-55d3c05b"
 
@@ -54,7 +55,7 @@ class IkBuilds(PatchedBuild):
             for patch in build_patches():
                 subprocess.run(["git", "apply", str(patch)], cwd=self.path, check=True, capture_output=True)
             try:
-                bindir = build.build(self.path, "cpu", ["llama-quantize"], progress=None)
+                bindir = cmake.build(self.path, "cpu", ["llama-quantize"], progress=None)
             finally:
                 _clean_work_tree(self.path)
             tmp = self.stock_binary.with_suffix(".tmp")

@@ -14,7 +14,8 @@ import subprocess
 from pathlib import Path
 
 import dry_run
-from qpatch.catalogue import load_catalogue
+
+from qpatch.gguf.catalogue import load_catalogue
 
 _HEAD = re.compile(r"^\[\s*\d+/\s*\d+\]\s+(\S+) - \[[^\]]*\], type =\s*(\w+),", re.M)
 _TO = re.compile(r"converting to (\w+) \.\.")

@@ -7,9 +7,10 @@ import json
 import re
 
 from paths import ROOT
-from qpatch.catalogue import T
-from qpatch.gguf_header import TensorInfo
-from qpatch.model_facts import ModelFacts, processing_order
+
+from qpatch.gguf.catalogue import T
+from qpatch.gguf.header import TensorInfo
+from qpatch.gguf.model_facts import ModelFacts, processing_order
 
 LAYOUTS = ROOT.parent / "shared" / "reference" / "real-layouts"
 

@@ -1,4 +1,4 @@
-"""`api.make_plan` for the differential tests, with the model header, the imatrix and the policy read once
+"""`job.make_plan` for the differential tests, with the model header, the imatrix and the policy read once
 per test process (a proof plans thousands of cases over a dozen files; reading them is most of its Python)."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ import dataclasses
 import functools
 import os
 
-from qpatch import api
-from qpatch.evaluate import plan
-from qpatch.imatrix import read_imatrix
-from qpatch.model_facts import read_model
+from qpatch import job
+from qpatch.gguf.imatrix import read_imatrix
+from qpatch.gguf.model_facts import read_model
 from qpatch.policy import loader
 from qpatch.policy.model import Policy
+from qpatch.predict.evaluate import plan
 
 
 def _key(path) -> tuple[str, int, int]:
@@ -36,7 +36,7 @@ def _policy(name: str) -> Policy:
 
 
 def make_plan(model, ftype: str, *, pin: str, policy="stock", imatrix=None, **options):
-    opts = api.make_options(pin, ftype, **options)
+    opts = job.make_options(pin, ftype, **options)
     opts = dataclasses.replace(opts, imatrix=_imatrix(_key(imatrix)) if imatrix else None)
     pol = policy if isinstance(policy, Policy) else _policy(policy)
-    return plan(_facts(_key(model)), pol, opts, pin)
+    return plan(_facts(_key(model)), pol, opts, job.family_of(pin), pin)

@@ -14,10 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from cachelock import file_lock
-from qpatch import apply, build
+
+from qpatch.build import cmake
 from qpatch.cache import cache_root
-from qpatch.checkout import Checkout
-from qpatch.pins import load_pin
+from qpatch.checkout import apply
+from qpatch.checkout.repo import Checkout
+from qpatch.families.pins import load_pin
 from qpatch.policy import loader
 from qpatch.policy.model import Policy
 
@@ -44,8 +46,8 @@ class PatchedBuild:
         pol = loader.load(policy) if isinstance(policy, str) else policy
         with file_lock(self.lock):
             apply.apply(pol, self.path)  # as `qpatch apply` does it, the record included
-            bindir = build.build(self.path, "cpu", ["llama-quantize"], progress=None)
-            log = (build.build_dir(self.path, "cpu") / "qpatch-build.log").read_text(errors="replace")
+            bindir = cmake.build(self.path, "cpu", ["llama-quantize"], progress=None)
+            log = (cmake.build_dir(self.path, "cpu") / "qpatch-build.log").read_text(errors="replace")
         # The pin's own warning flags (-Wall -Wextra ...) are on: the hook and the generated header
         # must compile without a warning, whatever the policy (every switch that recompiled says so).
         warnings = [ln for ln in log.splitlines() if ": warning:" in ln and "llama-quant" in ln]

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import layouts
-from qpatch.catalogue import T
-from qpatch.synth import write_imatrix, write_sparse
+
+from qpatch.gguf.catalogue import T
+from qpatch.gguf.synth import write_imatrix, write_sparse
 
 
 def _u(v):

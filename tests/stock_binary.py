@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from cachelock import file_lock
-from qpatch import build
+
+from qpatch.build import cmake
 from qpatch.cache import cache_root
-from qpatch.checkout import Checkout
-from qpatch.pins import load_pin
+from qpatch.checkout.repo import Checkout
+from qpatch.families.pins import load_pin
 
 PIN = "4227c9be"  # the b6700 family's real-run proofs; the current family's use CURRENT_PIN
 CURRENT_PIN = "0c1e57098"
@@ -41,7 +42,7 @@ def stock_quantize(pin: str = PIN) -> Path:
     tree = pin_dir(pin) / "llama.cpp"
     with locked(pin):
         _fetch(pin, tree)
-        bindir = build.build(tree, "cpu", ["llama-quantize"], progress=None)
+        bindir = cmake.build(tree, "cpu", ["llama-quantize"], progress=None)
     return bindir / "llama-quantize"
 
 
@@ -58,4 +59,4 @@ def stock_tools(pin: str, targets: tuple[str, ...]) -> Path:
     tree = pin_dir(pin) / "llama.cpp"
     with locked(pin):
         _fetch(pin, tree)
-        return build.build(tree, "cpu", list(targets), progress=None)
+        return cmake.build(tree, "cpu", list(targets), progress=None)

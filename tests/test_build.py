@@ -7,11 +7,10 @@ import sys
 from contextlib import contextmanager
 
 import pytest
+import stock_binary
 from click.testing import CliRunner
 
-import stock_binary
-
-from qpatch import build
+from qpatch.build import cmake
 from qpatch.cli import cli
 from qpatch.errors import BuildError, CheckoutError, UsageError
 from qpatch.progress import Progress
@@ -39,7 +38,7 @@ def no_cuda(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(bindir))
     for var in ("CUDACXX", "CUDA_HOME", "CUDA_PATH", "CUDA_ROOT", "CUDA_ARCHS"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(build, "CUDA_HOMES", (str(tmp_path / "no-cuda"),))
+    monkeypatch.setattr(cmake, "CUDA_HOMES", (str(tmp_path / "no-cuda"),))
 
 
 def test_cuda_without_nvcc_is_our_error(fake_tree, no_cuda):
@@ -50,20 +49,20 @@ def test_cuda_without_nvcc_is_our_error(fake_tree, no_cuda):
 
 
 def test_cuda_archs_without_gpu_fall_back_to_documented_list(no_cuda):
-    assert build.detect_gpu_archs() == []
-    archs, why = build.resolve_cuda_archs(None)
-    assert archs == build.DEFAULT_CUDA_ARCHS == "75;80;86;89;90"
+    assert cmake.detect_gpu_archs() == []
+    archs, why = cmake.resolve_cuda_archs(None)
+    assert archs == cmake.DEFAULT_CUDA_ARCHS == "75;80;86;89;90"
     assert "no GPU" in why and "CUDA_ARCHS" in why
 
 
 @pytest.mark.parametrize("given,expected", [("90", "90"), ("80,86, 90", "80;86;90"), ("90a;100-real", "90a;100-real")])
 def test_cuda_archs_given(given, expected):
-    assert build.resolve_cuda_archs(given) == (expected, "from CUDA_ARCHS")
+    assert cmake.resolve_cuda_archs(given) == (expected, "from CUDA_ARCHS")
 
 
 def test_cuda_archs_malformed():
     with pytest.raises(UsageError, match="bad CUDA architectures"):
-        build.resolve_cuda_archs("sm_90")
+        cmake.resolve_cuda_archs("sm_90")
 
 
 def test_not_a_checkout(tmp_path):
@@ -79,9 +78,9 @@ def test_unknown_target(fake_tree):
 
 
 def test_paths(tmp_path):
-    assert build.binary(tmp_path, "cuda", "llama-imatrix") == tmp_path / "build-cuda" / "bin" / "llama-imatrix"
+    assert cmake.binary(tmp_path, "cuda", "llama-imatrix") == tmp_path / "build-cuda" / "bin" / "llama-imatrix"
     with pytest.raises(UsageError):
-        build.build_dir(tmp_path, "rocm")
+        cmake.build_dir(tmp_path, "rocm")
 
 
 class Recorder(Progress):
@@ -99,7 +98,7 @@ def _sh(script):
 
 def test_progress_bar_follows_ninja_and_make_lines(tmp_path):
     rec = Recorder()
-    build._run(_sh("print('[1/3] Building C object a.o'); print('noise'); print('[3/3] Linking CXX executable "
+    cmake._run(_sh("print('[1/3] Building C object a.o'); print('noise'); print('[3/3] Linking CXX executable "
                    "bin/llama-quantize'); print('[ 50%] Built target ggml')"), tmp_path / "log", dict(os.environ),
                rec, what="x")
     assert rec.steps == [("x", 1, 3), ("x", 3, 3), ("x", 50, 100)]
@@ -108,7 +107,7 @@ def test_progress_bar_follows_ninja_and_make_lines(tmp_path):
 
 def test_failure_shows_the_last_lines_and_the_log(tmp_path):
     with pytest.raises(BuildError) as e:
-        build._run(_sh("print('[1/2] cc a.c'); print('a.c:1: error: boom'); sys.exit(3)"), tmp_path / "log",
+        cmake._run(_sh("print('[1/2] cc a.c'); print('a.c:1: error: boom'); sys.exit(3)"), tmp_path / "log",
                    dict(os.environ), Progress(), what="build of llama-quantize")
     assert "build of llama-quantize failed (exit 3)" in str(e.value) and "a.c:1: error: boom" in str(e.value)
     assert str(tmp_path / "log") in e.value.hint
@@ -116,7 +115,7 @@ def test_failure_shows_the_last_lines_and_the_log(tmp_path):
 
 def test_known_cmake_failure_is_named(tmp_path):
     with pytest.raises(BuildError, match="no cuBLAS"):
-        build._run(_sh("print('Target \"ggml-cuda\" links to:'); print('  CUDA::cublas'); sys.exit(1)"),
+        cmake._run(_sh("print('Target \"ggml-cuda\" links to:'); print('  CUDA::cublas'); sys.exit(1)"),
                    tmp_path / "log", dict(os.environ), Progress(), what="CMake configure")
 
 
@@ -127,7 +126,7 @@ def test_build_is_incremental(stock_quantize):
     stamp = tree / "build-cpu" / "qpatch-configure.json"
     with stock_binary.locked():
         before = stamp.stat().st_mtime_ns
-        assert build.build(tree, "cpu") == stock_quantize.parent
+        assert cmake.build(tree, "cpu") == stock_quantize.parent
         assert stamp.stat().st_mtime_ns == before
         assert "no work to do" in (tree / "build-cpu" / "qpatch-build.log").read_text()
 
@@ -148,8 +147,8 @@ b = pathlib.Path(a[a.index("-B") + 1]); b.mkdir(parents=True, exist_ok=True)
     return str(exe), log
 
 
-def _configure(cmake, src, bdir, given):
-    build._configure(cmake, src, bdir, {"CMAKE_BUILD_TYPE": "Release"}, build._user_defines(bdir, given),
+def _configure(cmake_exe, src, bdir, given):
+    cmake._configure(cmake_exe, src, bdir, {"CMAKE_BUILD_TYPE": "Release"}, cmake._user_defines(bdir, given),
                      dict(os.environ), Progress())
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from qpatch.catalogue import FAMILIES_DIR, load_catalogue
-from qpatch.families import extract, names
-from qpatch.pins import available_pins, load_pin
 from stock_binary import fetched_tree
+
+from qpatch.families import extract, names
+from qpatch.families.pins import available_pins, load_pin
+from qpatch.gguf.catalogue import FAMILIES_DIR, load_catalogue
 
 
 def _pin_of(family: str) -> str:

@@ -2,11 +2,11 @@
 
 import git
 import pytest
-
 from checkout_fixtures import QUANT, snapshot
-from qpatch.checkout import Checkout
+
+from qpatch.checkout.repo import Checkout
+from qpatch.codegen.render import GENERATED_PATH as GEN
 from qpatch.errors import CheckoutError
-from qpatch.render import GENERATED_PATH as GEN
 
 
 @pytest.fixture

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import git
 import pytest
+from checkout_fixtures import QUANT
 from click.testing import CliRunner
 
-from checkout_fixtures import QUANT
 from qpatch.cli import cli
-from qpatch.pins import load_pin
-from qpatch.render import GENERATED_PATH as GEN
+from qpatch.codegen.render import GENERATED_PATH as GEN
+from qpatch.families.pins import load_pin
 
 
 def _toml(pin) -> str:

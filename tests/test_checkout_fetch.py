@@ -5,12 +5,12 @@ import time
 
 import git
 import pytest
-
 from checkout_fixtures import QUANT
-from qpatch import sources
-from qpatch.checkout import Checkout
+
+from qpatch.checkout import sources
+from qpatch.checkout.repo import Checkout
 from qpatch.errors import CheckoutError, SourceError
-from qpatch.pins import Source, load_pin
+from qpatch.families.pins import Source, load_pin
 
 
 def _head(c: Checkout) -> str:

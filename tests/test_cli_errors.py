@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import zoo
 from click.testing import CliRunner
 
-import zoo
 from qpatch.cli import cli
 from qpatch.errors import ModelError, PolicyError, UsageError
-from qpatch.synth import Spec, write_model, write_sparse_split
+from qpatch.gguf.synth import Spec, write_model, write_sparse_split
 
 SMALL = zoo.BY_NAME["llama-tied-7L"]
 

@@ -9,14 +9,14 @@ run and real run agree on the types.
 
 from __future__ import annotations
 
-import pytest
-
 import differential
 import dry_run
+import pytest
 import zoo
-from qpatch.pins import family_of
-from qpatch.synth import Spec, write_model
 from stock_binary import CURRENT_PIN as PIN
+
+from qpatch.families.pins import family_of
+from qpatch.gguf.synth import Spec, write_model
 
 pytestmark = pytest.mark.binary
 

@@ -5,12 +5,12 @@ its counters, and export adds overrides until no stock choice moves)."""
 
 from __future__ import annotations
 
-import pytest
-
 import dry_run
-from qpatch import api
-from qpatch import export as ex_mod
+import pytest
 from stock_binary import CURRENT_PIN as PIN
+
+from qpatch import job
+from qpatch.recipes import export as ex_mod
 
 pytestmark = pytest.mark.binary
 
@@ -29,7 +29,7 @@ CASES = [
 def test_stock_binary_with_exported_list_chooses_the_policys_types(policy, model, ftype, zoo_files, current_quantize,
                                                                    tmp_path):
     path, imatrix = zoo_files[model]
-    pp = api.make_plan(path, ftype, policy=policy, imatrix=imatrix, pin=PIN)
+    pp = job.make_plan(path, ftype, policy=policy, imatrix=imatrix, pin=PIN)
     ex = ex_mod.export(pp)
     assert ex.overrides and ex.complete, ex.inexpressible
     want = pp.types()

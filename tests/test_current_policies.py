@@ -7,13 +7,13 @@ real runs. One patched build, switched policy by policy (one translation unit re
 
 from __future__ import annotations
 
-import pytest
-
 import differential
 import dry_run
+import pytest
 import zoo
-from qpatch.pins import family_of
 from stock_binary import CURRENT_PIN as PIN
+
+from qpatch.families.pins import family_of
 
 pytestmark = [pytest.mark.binary, pytest.mark.xdist_group("patched-current")]
 

@@ -12,28 +12,28 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from qpatch.catalogue import T
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qpatch import export as ex_mod
-from qpatch.families.b6700.predict import is_quantizable
-from qpatch.pins import family_of
 from qpatch.cli import cli
 from qpatch.errors import QuantizeError
-from qpatch.evaluate import Options, parse_tensor_type
-from qpatch.evaluate import plan as plan_on
+from qpatch.families.b6700.predict import is_quantizable
+from qpatch.families.pins import family_of
+from qpatch.gguf.catalogue import T
+from qpatch.predict.evaluate import Options, parse_tensor_type
+from qpatch.predict.evaluate import plan as plan_on
+from qpatch.recipes import export as ex_mod
 
 PIN = "4227c9be"  # these proofs run through the b6700 family's Python model (see test_export_binary.py)
 CAT = family_of(PIN).catalogue
 
 
 def plan(model, policy, opts):
-    return plan_on(model, policy, opts, PIN)
-from qpatch.imatrix import read_imatrix
-from qpatch.model_facts import read_model
+    return plan_on(model, policy, opts, family_of(PIN), PIN)
+from qpatch.gguf.imatrix import read_imatrix
+from qpatch.gguf.model_facts import read_model
+from qpatch.gguf.synth import Spec, write_imatrix, write_model
 from qpatch.policy import loader
-from qpatch.synth import Spec, write_imatrix, write_model
 
 # Two rows: with one, ggml_n_dims sees a 1-D tensor and llama-quantize keeps every 2-D matrix as is.
 ZOO = (

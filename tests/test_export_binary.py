@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 from gguf import GGUFReader
-
-from qpatch import export as ex_mod
-from qpatch import quantize
-from qpatch.evaluate import Options, plan
-from qpatch.imatrix import read_imatrix
-from qpatch.model_facts import read_model
-from qpatch.policy import loader
-from qpatch.synth import write_imatrix, write_model
 from test_export import PIN, ZOO
-from qpatch.pins import family_of
+
+from qpatch.families.pins import family_of
+from qpatch.gguf.imatrix import read_imatrix
+from qpatch.gguf.model_facts import read_model
+from qpatch.gguf.synth import write_imatrix, write_model
+from qpatch.policy import loader
+from qpatch.predict.evaluate import Options, plan
+from qpatch.quantize import runner
+from qpatch.recipes import export as ex_mod
 
 pytestmark = [pytest.mark.binary, pytest.mark.xdist_group("patched")]
 
@@ -72,14 +72,14 @@ def test_stock_with_exported_list_writes_what_the_patched_binary_writes(
         stock_binary, patched_binary, files, tmp_path, policy, model_name, ftype, imatrix):
     model, im = files[model_name, "model"], files[model_name, imatrix]
     pp = plan(read_model(model), loader.load(policy), Options(ftype=family_of(PIN).catalogue.parse_ftype(ftype),
-                                                              imatrix=read_imatrix(im)), PIN)
+                                                              imatrix=read_imatrix(im)), family_of(PIN), PIN)
     ex = ex_mod.export(pp)
     assert ex.overrides, "a round trip without overrides proves nothing"
     args = [a for o in ex.overrides for a in ("--tensor-type", o.spec)]
 
-    quantize.run(stock_binary, model, tmp_path / "stock.gguf", ftype, imatrix=im, extra_args=args, threads=1,
+    runner.run(stock_binary, model, tmp_path / "stock.gguf", ftype, imatrix=im, extra_args=args, threads=1,
                  progress=False)
-    quantize.run(patched_binary(policy), model, tmp_path / "patched.gguf", ftype, imatrix=im, threads=1,
+    runner.run(patched_binary(policy), model, tmp_path / "patched.gguf", ftype, imatrix=im, threads=1,
                  progress=False)
     stock, patched = _types(tmp_path / "stock.gguf"), _types(tmp_path / "patched.gguf")
 

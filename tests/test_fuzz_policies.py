@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import os
 
+import differential
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import differential
-from qpatch import render
-from qpatch.pins import family_of
-from qpatch.evaluate import Options, plan
-from qpatch.imatrix import read_imatrix
-from qpatch.model_facts import read_model
 from rule_strategies import FTYPE_NAMES, policies
 from stock_binary import PIN
+
+from qpatch.codegen import render
+from qpatch.families.pins import family_of
+from qpatch.gguf.imatrix import read_imatrix
+from qpatch.gguf.model_facts import read_model
+from qpatch.predict.evaluate import Options, plan
 
 EXAMPLES = int(os.environ.get("QPATCH_FUZZ_EXAMPLES", "6"))
 
@@ -39,7 +39,7 @@ def test_random_policies_render_deterministically(pol):
 def test_random_policies_evaluate_on_every_zoo_model(zoo_facts, pol, ftype, with_imatrix):
     for facts, entries in zoo_facts.values():
         p = plan(facts, pol, Options(family_of(PIN).catalogue.parse_ftype(ftype),
-                                     imatrix=entries if with_imatrix else None), PIN)
+                                     imatrix=entries if with_imatrix else None), family_of(PIN), PIN)
         assert len(p.tensors) == len(facts.tensors)
 
 

@@ -8,9 +8,9 @@ import sys
 import pytest
 from gguf import GGUFReader
 
-from qpatch import gguf_header
 from qpatch.errors import ModelError
-from qpatch.synth import Spec, write_model
+from qpatch.gguf import header as gguf_header
+from qpatch.gguf.synth import Spec, write_model
 
 SPEC = Spec("vocab", "deepseek2", 4, n_expert=8, leading_dense=1, shared_experts=1, attention="mla",
             tokenizer=True, n_vocab=20000, n_merges=5000)
@@ -46,7 +46,9 @@ def test_vocabulary_cut_short(model, tmp_path):
 def test_plan_imports_no_numpy_and_gguf_still_works():
     code = """
 import sys
-from qpatch import api, catalogue, cli
+from qpatch import job
+from qpatch.gguf import catalogue
+from qpatch import cli
 assert "numpy" not in sys.modules, "planning imported numpy"
 import gguf
 from gguf import GGUFReader, GGUFWriter
@@ -60,7 +62,8 @@ assert "numpy" in sys.modules
 def test_gguf_imported_first_is_used_as_is():
     code = """
 import gguf
-from qpatch import catalogue, gguf_constants
+from qpatch.gguf import catalogue
+from qpatch.gguf import constants as gguf_constants
 assert gguf_constants.GGUFValueType is gguf.GGUFValueType
 """
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,9 +8,9 @@ every tensor of every case.
 import json
 
 import pytest
-
 from paths import GOLDEN
-from qpatch import api
+
+from qpatch import job
 
 CASES = [("stock", "stock.json", k) for k in sorted(json.loads((GOLDEN / "stock.json").read_text()))]
 CASES += [("deepseek-v3", "cc-moe.json", k) for k in sorted(json.loads((GOLDEN / "cc-moe.json").read_text()))]
@@ -27,7 +27,7 @@ def _expected(fname, key):
 def test_prediction_matches_real_binary(policy, fname, key):
     expected = _expected(fname, key)
     model, ftype, im = key.split("|")
-    p = api.make_plan(GOLDEN / f"{model}.gguf", ftype, policy=policy, pin="4227c9be",
+    p = job.make_plan(GOLDEN / f"{model}.gguf", ftype, policy=policy, pin="4227c9be",
                       imatrix=GOLDEN / f"{model}.imatrix.gguf" if im == "imatrix" else None)
     got = p.types()
     wrong = {n: (e, got.get(n), next(t.rule for t in p.tensors if t.name == n))

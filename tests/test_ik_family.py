@@ -12,21 +12,21 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
-
 import ik_dry_run
+import pytest
 import real_layouts
-from ik_build import BUILDS, IK_PIN
-from qpatch import api
-from qpatch import export as ex_mod
-from qpatch.catalogue import T, decode_type, load_catalogue
-from qpatch.errors import PolicyError
-from qpatch.gguf_header import read_header
-from qpatch.pins import family_of
-from qpatch.policy import loader
-from qpatch.synth import Spec, write_imatrix, write_model
-from qpatch.verify import report, verify
 import zoo
+from ik_build import BUILDS, IK_PIN
+
+from qpatch import job
+from qpatch.errors import PolicyError
+from qpatch.families.pins import family_of
+from qpatch.gguf.catalogue import T, decode_type, load_catalogue
+from qpatch.gguf.header import read_header
+from qpatch.gguf.synth import Spec, write_imatrix, write_model
+from qpatch.policy import loader
+from qpatch.quantize.verify import report, verify
+from qpatch.recipes import export as ex_mod
 
 FAMILY = family_of(IK_PIN)
 FTYPES = [f.name for f in FAMILY.catalogue.ftypes if not f.copy]
@@ -68,7 +68,7 @@ def test_type_ids_are_the_familys_own():
 
 
 def test_ik_type_sizes_count_row_metadata():
-    from qpatch.catalogue import row_bytes
+    from qpatch.gguf.catalogue import row_bytes
 
     # ggml_row_size: IQ4_KS keeps a 4-byte scale per row before its 136-byte blocks
     assert row_bytes(T.IQ4_KS, 7168) == 4 + 28 * 136
@@ -78,13 +78,13 @@ def test_ik_type_sizes_count_row_metadata():
 def test_policy_naming_ik_types_is_an_error_on_mainline(ik_zoo):
     path, _ = ik_zoo["deepseek-v3-thin-61L"]
     with pytest.raises(PolicyError, match=r"deepseek_v3_ik\.py:\d+: names ggml type IQ4_K, which pin 0c1e57098"):
-        api.make_plan(path, "Q4_K_M", policy="deepseek-v3-ik", pin="0c1e57098")
+        job.make_plan(path, "Q4_K_M", policy="deepseek-v3-ik", pin="0c1e57098")
 
 
 def test_n_expert_fix_keeps_stock_on_ik(ik_zoo):
     path, im = ik_zoo["qwen3moe-128e-24L"]
-    fix = api.make_plan(path, "Q3_K_M", policy="n-expert-fix", pin=IK_PIN, imatrix=im)
-    stock = api.make_plan(path, "Q3_K_M", policy="stock", pin=IK_PIN, imatrix=im)
+    fix = job.make_plan(path, "Q3_K_M", policy="n-expert-fix", pin=IK_PIN, imatrix=im)
+    stock = job.make_plan(path, "Q3_K_M", policy="stock", pin=IK_PIN, imatrix=im)
     assert fix.types() == stock.types()
     assert "keeps stock's choices" in fix.warnings[0]
 
@@ -111,10 +111,10 @@ def test_import_an_ik_recipe_round_trips(ik_zoo, tmp_path):
                                  "--pin", IK_PIN, "--custom-q", recipe, "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert "3 rule(s), 0 of them fix-ups" in r.stdout and "--custom-q ffn_down_exps=iq3_k" in (tmp_path / "ikr.py").read_text()
-    effect = api.make_plan(path, "IQ2_KS", imatrix=im, pin=IK_PIN, custom_q=[recipe])
+    effect = job.make_plan(path, "IQ2_KS", imatrix=im, pin=IK_PIN, custom_q=[recipe])
     loader.use_policies_dir(tmp_path)
     try:
-        assert api.make_plan(path, "IQ2_KS", imatrix=im, pin=IK_PIN, policy="ikr").types() == effect.types()
+        assert job.make_plan(path, "IQ2_KS", imatrix=im, pin=IK_PIN, policy="ikr").types() == effect.types()
     finally:
         loader.use_policies_dir(None)
 
@@ -230,7 +230,7 @@ def test_real_runs_agree_and_verify(model, ftype, with_imatrix, args, ik_zoo, ik
     r = _real_run(ik_stock, path, ftype, out, imatrix=im, args=args)
     assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
     kw = {"custom_q": [args[1]]} if args else {}
-    plan = api.make_plan(path, ftype, imatrix=im, pin=IK_PIN, **kw)
+    plan = job.make_plan(path, ftype, imatrix=im, pin=IK_PIN, **kw)
     h = read_header(out, "ik_llama")
     got = {t.name: t.type.name for t in h.tensors}
     assert got == plan.types()
@@ -246,7 +246,7 @@ def test_a_row_that_fits_no_block_is_written_anyway(ik_zoo, ik_stock, tmp_path):
     """Q4_0 on rows of 200 has no fallback in ik, and ik does not refuse it: dry and real runs write Q4_0
     (a file no ggml can load), which the plan predicts, with a warning instead of an error."""
     path, _ = ik_zoo["llama-rows200-10L"]
-    plan = api.make_plan(path, "Q4_0", pin=IK_PIN)
+    plan = job.make_plan(path, "Q4_0", pin=IK_PIN)
     assert not plan.errors and any("will not load" in w for w in plan.warnings)
     out = tmp_path / "q.gguf"
     assert _real_run(ik_stock, path, "Q4_0", out).returncode == 0
@@ -287,7 +287,7 @@ EXPORTS = [
 def test_stock_binary_with_exported_custom_q_chooses_what_the_patched_one_does(policy, model, ftype, ik_zoo,
                                                                                ik_stock):
     path, imatrix = ik_zoo[model]
-    pp = api.make_plan(path, ftype, policy=policy, imatrix=imatrix, pin=IK_PIN)
+    pp = job.make_plan(path, ftype, policy=policy, imatrix=imatrix, pin=IK_PIN)
     ex = ex_mod.export(pp)
     assert ex.overrides and ex.complete, ex.inexpressible
     text = ex_mod.render(ex, "custom-q")

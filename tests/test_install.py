@@ -13,8 +13,8 @@ import subprocess
 import sys
 
 import pytest
-
 from paths import ROOT
+
 from qpatch.cache import cache_root
 from qpatch.cli import COMMANDS
 

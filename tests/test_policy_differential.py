@@ -10,13 +10,13 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
 import differential
+import pytest
 from paths import GOLDEN
-from qpatch import api
+
+from qpatch import job
 from qpatch.families.b6700.predict import NEEDS_IMATRIX
-from qpatch.pins import family_of
+from qpatch.families.pins import family_of
 
 PIN = "4227c9be"  # the b6700 family's real runs; the current family's proof is test_current_policies.py
 
@@ -45,8 +45,8 @@ def _cases(zoo_files, policy="stock"):
 
 
 def _changes(policy, path, ft, imatrix) -> bool:
-    a = api.make_plan(path, ft, policy=policy, imatrix=imatrix, pin=PIN)
-    b = api.make_plan(path, ft, policy="stock", imatrix=imatrix, pin=PIN)
+    a = job.make_plan(path, ft, policy=policy, imatrix=imatrix, pin=PIN)
+    b = job.make_plan(path, ft, policy="stock", imatrix=imatrix, pin=PIN)
     return a.types() != b.types() or a.errors != b.errors
 
 
@@ -84,7 +84,7 @@ def test_compiled_deepseek_v3_reproduces_cc_moe(patched_build, tmp_path):
 
     from gguf import GGUFReader
 
-    from qpatch.catalogue import T
+    from qpatch.gguf.catalogue import T
 
     binary = patched_build.switch("deepseek-v3")
     golden = json.loads((GOLDEN / "cc-moe.json").read_text())

@@ -44,7 +44,7 @@ def test_unknown_ftype_names_the_rule_line(pdir):
 
 
 def test_cli_unknown_policy_exit_code(tmp_path):
-    from qpatch.synth import Spec, write_model
+    from qpatch.gguf.synth import Spec, write_model
 
     m = write_model(Spec("m", "llama", 2), tmp_path / "m.gguf")
     r = CliRunner().invoke(cli, ["plan", str(m), "--ftype", "Q4_K_M", "--policy", "nope"])

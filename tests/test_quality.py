@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from qpatch.errors import EvalError, ModelError
-from qpatch.gguf_header import read_header
+from qpatch.gguf.header import read_header
 from qpatch.quality import perplexity, tables, tiny_model
 
 LOGS = Path(__file__).parent / "golden" / "perplexity"  # captured from 0c1e57098's llama-perplexity (CPU)

@@ -11,14 +11,14 @@ import os
 import shutil
 
 import pytest
-from click.testing import CliRunner
-
 import stock_binary
 from cachelock import file_lock
+from click.testing import CliRunner
+
 from qpatch.cli import cli
-from qpatch.gguf_header import read_header
+from qpatch.gguf.header import read_header
+from qpatch.gguf.synth import write_imatrix
 from qpatch.quality import evaluation, tiny_model
-from qpatch.synth import write_imatrix
 
 pytestmark = pytest.mark.binary
 PIN = stock_binary.CURRENT_PIN

@@ -8,12 +8,12 @@ names, shapes and source types are the real ones, the data region is a hole.
 
 from __future__ import annotations
 
-import pytest
-
 import dry_run
+import pytest
 import real_layouts
-from qpatch.pins import family_of
 from stock_binary import CURRENT_PIN as PIN
+
+from qpatch.families.pins import family_of
 
 pytestmark = pytest.mark.binary
 

@@ -95,7 +95,7 @@ def test_model_card_is_the_command_what_each_override_sets_and_the_sizes(zoo_fil
                                                "deepseek-v3", "--format", "json"]).stdout)
     listed = CliRunner().invoke(cli, ["export", "deepseek-v3", str(model), "-f", "IQ2_XXS", "--imatrix", str(im),
                                       "--format", "tensor-type-file"]).stdout.split()
-    assert card.startswith(f"### Quantization: IQ2_XXS, ") and f"{plan['bpw']:.3f} bpw" in card.splitlines()[0]
+    assert card.startswith("### Quantization: IQ2_XXS, ") and f"{plan['bpw']:.3f} bpw" in card.splitlines()[0]
     assert [ln.strip().removeprefix("--tensor-type '").removesuffix("' \\") for ln in card.splitlines()
             if ln.strip().startswith("--tensor-type")] == listed  # the same overrides, in the same order
     rows = [ln for ln in card.splitlines() if ln.startswith("| `^blk")]

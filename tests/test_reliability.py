@@ -9,8 +9,8 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from qpatch import render
 from qpatch.cli import cli
+from qpatch.codegen import render
 from qpatch.errors import CheckoutError, QuantizeError, SourceError, VerifyMismatch
 
 
@@ -52,7 +52,7 @@ def _applied_checkout(checkout, tmp_path, case, binary_age=+5):
     return co, header, policy
 
 
-MINE = """from qpatch.catalogue import T
+MINE = """from qpatch.gguf.catalogue import T
 from qpatch.policy.model import Policy, rule
 
 POLICY = Policy(name="mine", summary="attn_k_b to Q8_0", rules=(rule("attn_k_b", T.Q8_0),))

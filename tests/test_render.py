@@ -3,9 +3,9 @@
 import re
 
 import pytest
-
 from paths import ROOT
-from qpatch import render
+
+from qpatch.codegen import render
 from qpatch.policy import loader
 
 POLICIES = ["stock", "n-expert-fix", "ffn-down-bump", "deepseek-v3"]

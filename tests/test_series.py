@@ -4,13 +4,13 @@ all-or-nothing apply, and the rebase report 4227c9be -> 0c1e57098."""
 from pathlib import Path
 
 import pytest
-
 from checkout_fixtures import HOOK_4227, QUANT, make_patch, snapshot, write_series
-from qpatch.checkout import Checkout
+
+from qpatch.checkout.patchset import APPLIES, CONFLICTS, MISSING, UPSTREAM, read_patch
+from qpatch.checkout.repo import Checkout
+from qpatch.codegen.render import GENERATED_PATH as GEN
 from qpatch.errors import CheckoutError, UsageError
-from qpatch.patchset import APPLIES, CONFLICTS, MISSING, UPSTREAM, read_patch
-from qpatch.pins import Pin, Source, load_pin, series
-from qpatch.render import GENERATED_PATH as GEN
+from qpatch.families.pins import Pin, Source, load_pin, series
 
 
 def test_series_file_is_quilt_style(tmp_path):

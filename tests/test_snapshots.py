@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 import layouts
-from qpatch.catalogue import T
-from qpatch.evaluate import Options, ggml_n_dims
-from qpatch.export import STOCK
-from qpatch.families.current.predict import allows_quantization
-from qpatch.pins import family_of
+import pytest
 from stock_binary import CURRENT_PIN as PIN
 from stock_binary import fetched_tree
+
+from qpatch.families.current.predict import allows_quantization
+from qpatch.families.pins import family_of
+from qpatch.gguf.catalogue import T
+from qpatch.predict.evaluate import Options, ggml_n_dims
+from qpatch.recipes.export import STOCK
 
 FAMILY = family_of(PIN)
 

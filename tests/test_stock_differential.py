@@ -1,4 +1,4 @@
-"""Proof of the stock model: the real stock llama-quantize against api.make_plan(policy="stock").
+"""Proof of the stock model: the real stock llama-quantize against job.make_plan(policy="stock").
 
 Every zoo model x every ftype llama-quantize accepts x {with imatrix, without}, then the
 command-line options on a smaller set. One test item per case, so pytest-xdist spreads them;
@@ -10,14 +10,14 @@ must fail, and the other way round.
 from __future__ import annotations
 
 import pytest
-
 import zoo
 from differential import check
-from qpatch.pins import family_of
 from stock_binary import PIN
 
+from qpatch.families.pins import family_of
+
 FTYPES = family_of(PIN).catalogue.ftypes
-from qpatch.synth import Spec, write_model
+from qpatch.gguf.synth import Spec, write_model
 
 pytestmark = pytest.mark.binary
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from qpatch.model_facts import read_model
-from qpatch.synth import Spec, deepseek_v3, write_sparse_split
+from qpatch.gguf.model_facts import read_model
+from qpatch.gguf.synth import Spec, deepseek_v3, write_sparse_split
 
 
 def test_sparse_split_reads_back_as_specified(tmp_path):

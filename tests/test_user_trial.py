@@ -12,7 +12,7 @@ from qpatch.cli import cli
 from qpatch.errors import CheckoutError, PolicyError, QuantizeError
 from qpatch.policy import loader
 
-HEADER = "from qpatch.catalogue import T\nfrom qpatch.policy.model import *\n"
+HEADER = "from qpatch.gguf.catalogue import T\nfrom qpatch.policy.model import *\n"
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_fetch_notices_a_modified_working_tree(checkout, upstream):
 
 
 def test_errors_are_collapsed_by_message_over_block_ranges():
-    from qpatch.report import collapse_errors
+    from qpatch.predict.report import collapse_errors
 
     errs = [f"blk.{i}.ffn_up_exps.weight: missing importance matrix for a very low-bit type (IQ1_S)" for i in range(3, 61)]
     errs += ["output.weight: row length 100 is not a multiple of 256", "GGML_ASSERT n_attention_wv is unexpected: 3"]
@@ -104,14 +104,14 @@ def test_errors_are_collapsed_by_message_over_block_ranges():
 MY_MIX = '''"""my-mix: n-expert-fix plus Q6_K attn_output (a user's policy, outside qpatch)."""
 from qpatch_policies.n_expert_fix import RULES as NEF
 from qpatch.policy.model import Policy, rule
-from qpatch.catalogue import T
+from qpatch.gguf.catalogue import T
 
 POLICY = Policy(name="my-mix", summary="n-expert-fix, attn_output q6_k", rules=(rule("attn_output", T.Q6_K),) + NEF)
 '''
 
 
 def test_policies_outside_qpatch_are_found_and_their_hash_does_not_depend_on_where(tmp_path, monkeypatch):
-    from qpatch import render
+    from qpatch.codegen import render
 
     for where in ("a", "b/c"):
         (tmp_path / where / "mine").mkdir(parents=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qpatch.synth import Spec, deepseek_v3, write_imatrix, write_model
+from qpatch.gguf.synth import Spec, deepseek_v3, write_imatrix, write_model
 
 ZOO: tuple[Spec, ...] = (
     # dense GQA (n_gqa 4): attn_v gqa>=4 rules, the i_attention_wv / i_ffn_down counters of dense models

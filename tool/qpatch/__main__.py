@@ -1,5 +1,5 @@
 """`python -m qpatch`: the same command line as the `qpatch` script."""
 
-from .cli import main
+from qpatch.cli import main
 
 main()

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import click
 
-from .. import __version__
-from ..errors import QpatchError, QuantizeError
+from qpatch import __version__
+from qpatch.errors import QpatchError, QuantizeError
 
 
 class QpatchGroup(click.Group):
@@ -31,7 +31,7 @@ class QpatchGroup(click.Group):
               help="a directory of your policies, searched first (then ./policies, then qpatch's own)")
 def cli(policies_dir):
     """Control the ggml type of every tensor llama-quantize writes, with Python policies."""
-    from ..policy import loader
+    from qpatch.policy import loader
 
     loader.use_policies_dir(policies_dir)  # also None: each invocation starts from the default search path
 
@@ -60,15 +60,17 @@ def plan_cmd(model, ftype, policy, imatrix, output_tensor_type, token_embedding_
              pure, leave_output_tensor, prune_layers, custom_q, kind_types, ignore_imatrix_rules, pin, fmt, show_all,
              compare):
     """Predict the type of every tensor of MODEL for FTYPE under a policy."""
-    from .. import api, report
+    from qpatch.job import Job
+    from qpatch.predict import report
 
-    options = dict(imatrix=imatrix, output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type,
-                   tensor_types=tensor_types, tensor_type_file=tensor_type_file, pure=pure,
-                   leave_output_tensor=leave_output_tensor, prune_layers=prune_layers, custom_q=custom_q,
-                   kind_types=kind_types, ignore_imatrix_rules=ignore_imatrix_rules, pin=pin or api.DEFAULT_PIN)
-    p = api.make_plan(model, ftype, policy=policy, **options)
+    job = Job.create(model, ftype, policy=policy, pin=pin, imatrix=imatrix, output_tensor_type=output_tensor_type,
+                     token_embedding_type=token_embedding_type, tensor_types=tensor_types,
+                     tensor_type_file=tensor_type_file, pure=pure, leave_output_tensor=leave_output_tensor,
+                     prune_layers=prune_layers, custom_q=custom_q, kind_types=kind_types,
+                     ignore_imatrix_rules=ignore_imatrix_rules)
+    p = job.plan()
     if compare:
-        base = api.make_plan(model, ftype, policy=compare, **options)
+        base = job.with_policy(compare).plan()
         if fmt == "json":
             click.echo(report.compare_json(base, p))
         else:
@@ -85,7 +87,7 @@ def plan_cmd(model, ftype, policy, imatrix, output_tensor_type, token_embedding_
 
 
 # Every command, registered here explicitly (the command modules import nothing from this one).
-from . import build, checkout, export, policy, quality, recipes, synth, verify  # noqa: E402
+from qpatch.cli import build, checkout, export, policy, quality, recipes, synth, verify  # noqa: E402
 
 COMMANDS = (
     plan_cmd, policy.list_cmd, policy.show_cmd, policy.render_cmd, policy.apply_cmd, policy.diff_cmd, policy.check_cmd,

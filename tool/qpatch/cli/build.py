@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 
-
 @click.command("build")
 @click.option("--cpu", "backend", flag_value="cpu", default=True, help="build for the CPU (default) into DIR/build-cpu")
 @click.option("--cuda", "backend", flag_value="cuda", help="build with CUDA into DIR/build-cuda (needs nvcc)")
@@ -21,13 +20,13 @@ import click
 @click.option("--quiet", "-q", is_flag=True, help="no progress line; errors still show the build's last lines")
 def build_cmd(backend, checkout_dir, targets, jobs, cuda_archs, defines, quiet):
     """Configure (once) and build llama.cpp's tools; prints the path of each binary."""
-    from .. import build
-    from .checkout import ClickProgress
+    from qpatch.build import cmake
+    from qpatch.cli.checkout import ClickProgress
 
-    wanted = [t for spec in targets for t in spec.replace(",", " ").split()] or list(build.DEFAULT_TARGETS)
-    bindir = build.build(checkout_dir, backend, wanted, jobs=jobs,
+    wanted = [t for spec in targets for t in spec.replace(",", " ").split()] or list(cmake.DEFAULT_TARGETS)
+    bindir = cmake.build(checkout_dir, backend, wanted, jobs=jobs,
                          cuda_archs=cuda_archs if backend == "cuda" else None,
                          progress=None if quiet else ClickProgress(),
-                         defines=build.parse_defines(defines) if defines else None)
+                         defines=cmake.parse_defines(defines) if defines else None)
     for t in dict.fromkeys(wanted):
         click.echo(bindir / t)

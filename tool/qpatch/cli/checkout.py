@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
-from ..errors import CheckoutError
-from ..pins import DEFAULT_PIN, available_pins, load_pin, patches_dir, series
-from ..progress import Progress
+from qpatch.errors import CheckoutError
+from qpatch.families.pins import DEFAULT_PIN, available_pins, load_pin, patches_dir, series
+from qpatch.progress import Progress
 
 # qpatch.checkout and qpatch.patchset import GitPython, which needs a git executable: they are
 # imported inside the commands, so that commands which need no checkout work without git.
@@ -50,7 +50,7 @@ def _shown(path: Path) -> str:
 
 
 def _checkout(directory: str | None):
-    from ..checkout import Checkout
+    from qpatch.checkout.repo import Checkout
 
     return Checkout(directory, progress=ClickProgress())
 
@@ -133,7 +133,7 @@ def _pin_for(pin: str | None, directory: str | None):
 @dir_option
 def patches_list_cmd(pin, directory):
     """Each patch of the series with its header: what it does and its upstream status."""
-    from ..patchset import read_patch
+    from qpatch.checkout.patchset import read_patch
 
     p = _pin_for(pin, directory)
     paths = series(p)
@@ -152,7 +152,7 @@ def patches_list_cmd(pin, directory):
 @dir_option
 def patches_check_cmd(pin, source, directory):
     """Per patch: applies / conflicts (which file, which hunk) / already upstream; exit 5 unless all apply."""
-    from ..patchset import APPLIES, format_results
+    from qpatch.checkout.patchset import APPLIES, format_results
 
     p = _pin_for(pin, directory)
     results = _checkout(directory).check_patches(p, source=source)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import NotExpressible
+from qpatch.errors import NotExpressible
 
 
 @click.command("export")
@@ -29,15 +29,16 @@ def export_cmd(policy, model, ftype, imatrix, fmt, pin, allow_partial):
     where the policy does not) are named on stderr; then the exit status is 9 unless
     --allow-partial. `#` lines on top say what the list is for and count its overrides.
     """
-    from .. import api, export
-    from ..errors import UsageError
+    from qpatch.errors import UsageError
+    from qpatch.job import Job
+    from qpatch.recipes import export
 
-    family = api.family_of(pin or api.DEFAULT_PIN)
-    fmt = fmt or family.export_formats[0]
-    if fmt != "model-card" and fmt not in family.export_formats:
-        raise UsageError(f"pin {pin or api.DEFAULT_PIN}'s llama-quantize (family {family.name}) does not read "
-                         f"--format {fmt}", hint=f"formats for it: {', '.join(family.export_formats + ('model-card',))}")
-    ex = export.export(api.make_plan(model, ftype, policy=policy, imatrix=imatrix, pin=pin or api.DEFAULT_PIN))
+    job = Job.create(model, ftype, policy=policy, imatrix=imatrix, pin=pin)
+    fmt = fmt or job.family.export_formats[0]
+    if fmt != "model-card" and fmt not in job.family.export_formats:
+        raise UsageError(f"pin {job.pin}'s llama-quantize (family {job.family.name}) does not read --format {fmt}",
+                         hint=f"formats for it: {', '.join(job.family.export_formats + ('model-card',))}")
+    ex = export.export(job.plan())
     if ex.inexpressible:
         for line in export.describe_lost(ex.inexpressible):
             click.echo(f"inexpressible: {line}", err=True)

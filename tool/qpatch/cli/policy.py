@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..errors import PolicyError
-
-from ..pins import DEFAULT_PIN
+from qpatch.errors import PolicyError
+from qpatch.families.pins import DEFAULT_PIN
 
 
 @click.command("list")
@@ -15,7 +14,7 @@ def list_cmd():
 
     The search path: `qpatch --policies DIR`, ./policies, then qpatch's own; a policy found outside
     qpatch's own directory shows that directory after its summary."""
-    from .. import policies_view
+    from qpatch.policy import listing as policies_view
 
     table, broken = policies_view.list_table()
     click.echo(table)
@@ -27,7 +26,7 @@ def list_cmd():
 @click.argument("policy")
 def show_cmd(policy):
     """Show POLICY's rules as a table, each with its file:line."""
-    from .. import policies_view
+    from qpatch.policy import listing as policies_view
 
     click.echo(policies_view.show(policy))
 
@@ -40,8 +39,8 @@ def render_cmd(policy, pin, output):
     """Print the C++ header generated from POLICY (what `qpatch apply` writes into the checkout)."""
     from pathlib import Path
 
-    from .. import render
-    from ..policy import loader
+    from qpatch.codegen import render
+    from qpatch.policy import loader
 
     text = render.render(loader.load(policy), pin)
     if output:
@@ -63,7 +62,7 @@ def apply_cmd(policy, directory, pin):
     """Apply POLICY to the checkout: the pin's hook patches + the generated header, on branch qpatch/POLICY."""
     import time
 
-    from .. import apply
+    from qpatch.checkout import apply
 
     t0 = time.perf_counter()
     a = apply.apply(policy, directory, pin=pin)
@@ -79,7 +78,7 @@ def apply_cmd(policy, directory, pin):
 @_dir
 def diff_cmd(stat, directory):
     """The checkout against its pristine upstream commit: the whole review."""
-    from .. import apply
+    from qpatch.checkout import apply
 
     click.echo(apply.diff(directory, stat=stat))
 
@@ -89,6 +88,6 @@ def diff_cmd(stat, directory):
 @_dir
 def check_cmd(policy, directory):
     """Exit 1 and print the diff when the checkout's generated code is stale against POLICY."""
-    from .. import apply
+    from qpatch.checkout import apply
 
     click.echo(apply.check(policy, directory))

@@ -26,13 +26,13 @@ def _settings_options(f):
 
 
 def _checkout_dir(checkout):
-    from ..policy.loader import repo_root
+    from qpatch.policy.loader import repo_root
 
     return checkout or repo_root() / "llama.cpp"
 
 
 def _emit(base: dict, rows: list[dict], fmt: str, plot, extra: dict | None = None, title: str | None = None):
-    from ..quality import tables
+    from qpatch.quality import tables
 
     if fmt == "json":
         click.echo(tables.to_json(base, rows, extra))
@@ -54,8 +54,8 @@ def eval_cmd(base, quants, text, ctx, chunks, backend, threads, checkout, fmt, p
     BASE's log-probabilities are computed once and cached (keyed by the content of model and text,
     and the settings); each quant is then compared with them.
     """
-    from ..quality import evaluation
-    from .checkout import ClickProgress
+    from qpatch.cli.checkout import ClickProgress
+    from qpatch.quality import evaluation
 
     settings = evaluation.Settings(ctx=ctx, chunks=chunks, backend=backend, threads=threads)
     rep = evaluation.evaluate(base, list(quants), text, checkout=_checkout_dir(checkout), settings=settings,
@@ -84,8 +84,8 @@ def sweep_cmd(model, policies, ftypes, imatrix, out_dir, no_keep, text, ctx, chu
     import sys
     from pathlib import Path
 
-    from ..quality import evaluation, sweep
-    from .checkout import ClickProgress
+    from qpatch.cli.checkout import ClickProgress
+    from qpatch.quality import evaluation, sweep
 
     settings = evaluation.Settings(ctx=ctx, chunks=chunks, backend=backend, threads=threads)
     split = lambda s: [x for x in s.replace(" ", ",").split(",") if x]  # noqa: E731

@@ -26,8 +26,10 @@ def import_cmd(name, tensor_types, tensor_type_file, custom_q, gguf, model, ftyp
     import sys
     from pathlib import Path
 
-    from .. import api, recipe_import
-    from ..errors import UsageError
+    from qpatch.errors import UsageError
+    from qpatch.families.pins import DEFAULT_PIN
+    from qpatch.job import read_tensor_type_file
+    from qpatch.recipes import importer as recipe_import
 
     given = [x for x in (tensor_types, tensor_type_file, custom_q, gguf) if x]
     if len(given) != 1:
@@ -36,13 +38,13 @@ def import_cmd(name, tensor_types, tensor_type_file, custom_q, gguf, model, ftyp
     if tensor_types:
         overrides = list(tensor_types)
     elif tensor_type_file:
-        overrides = api.read_tensor_type_file(tensor_type_file)
+        overrides = read_tensor_type_file(tensor_type_file)
     elif custom_q:
         overrides = recipe_import.parse_custom_q(custom_q)
     if overrides is not None and not model:
         raise UsageError("importing overrides needs --model: the model the round trip is planned on")
     r = recipe_import.import_policy(name, model=model, ftype=ftype, overrides=overrides, gguf=gguf,
-                                    pin=pin or api.DEFAULT_PIN, out_dir=Path(out_dir), force=force, imatrix=imatrix,
+                                    pin=pin or DEFAULT_PIN, out_dir=Path(out_dir), force=force, imatrix=imatrix,
                                     command=shlex.join(["qpatch", *sys.argv[1:]]) if sys.argv[1:2] == ["import"] else "")
     click.echo(f"wrote {r.path}: {r.rules} rule(s), {r.fixups} of them fix-ups")
     click.echo(f"round trip: the policy gives all {r.checked} tensors {r.what}")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import click
 
-
 PRESETS = ("deepseek-v3", "deepseek-v3-mini", "qwen3-moe", "llama-gqa")
 
 
 def _spec(preset: str):
-    from ..synth import Spec, deepseek_v3
+    from qpatch.gguf.synth import Spec, deepseek_v3
 
     if preset == "deepseek-v3":  # real hyper-parameters and row lengths, 2 rows per matrix
         return deepseek_v3(name="deepseek-v3-thin")
@@ -36,8 +35,8 @@ def synth_cmd(preset, out, imatrix, force, mkdir):
     It overwrites nothing and creates no directory unless told (--force, --mkdir)."""
     from pathlib import Path
 
-    from ..errors import UsageError
-    from ..synth import write_imatrix, write_model
+    from qpatch.errors import UsageError
+    from qpatch.gguf.synth import write_imatrix, write_model
 
     for path in (p for p in (out, imatrix) if p):
         if Path(path).exists() and not force:

@@ -7,7 +7,6 @@ import sys
 import click
 
 
-
 @click.command("verify")
 @click.argument("quant", type=click.Path(dir_okay=False))
 @click.option("--policy", "-p", help="the policy the file should follow [default: the one qpatch quantize recorded in it]")
@@ -24,7 +23,7 @@ import click
 def verify_cmd(quant, policy, pin, source, ftype, imatrix, tensor_types, custom_q, kind_types, output_tensor_type, token_embedding_type,
                pure):
     """Check every tensor of QUANT against the prediction; exit 1 and list the differences if any."""
-    from .. import verify
+    from qpatch.quantize import verify
 
     r = verify.verify(quant, policy=policy, source=source, ftype=ftype, imatrix=imatrix, tensor_types=tensor_types,
                       custom_q=custom_q, kind_types=kind_types,
@@ -58,15 +57,15 @@ def quantize_cmd(model, out, ftype, policy, imatrix, tensor_types, custom_q, kin
                  output_tensor_type, token_embedding_type, pure,
                  leave_output_tensor, threads, backend, checkout):
     """Quantize MODEL to OUT with the checkout's llama-quantize, then verify every tensor."""
-    from .. import quantize, verify
-    from ..policy.loader import repo_root
+    from qpatch.cli.checkout import ClickProgress
+    from qpatch.policy.loader import repo_root
+    from qpatch.quantize import runner, verify
 
-    r, seconds = quantize.quantize(
+    r, seconds = runner.quantize(
         checkout or repo_root() / "llama.cpp", model, out, ftype, policy=policy, imatrix=imatrix,
         tensor_types=tensor_types, custom_q=custom_q, kind_types=kind_types, ignore_imatrix_rules=ignore_imatrix_rules,
-        output_tensor_type=output_tensor_type,
-        token_embedding_type=token_embedding_type, pure=pure, leave_output_tensor=leave_output_tensor, threads=threads,
-        backend=backend)
+        output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
+        leave_output_tensor=leave_output_tensor, threads=threads, backend=backend, progress=ClickProgress())
     click.echo(f"quantized {model} -> {out} in {seconds:.1f} s")
     click.echo(verify.report(r))
     verify.check(r)

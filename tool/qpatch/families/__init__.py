@@ -14,8 +14,8 @@ import importlib
 from functools import cache
 from pathlib import Path
 
-from ..errors import UsageError
-from .base import Family
+from qpatch.errors import UsageError
+from qpatch.families.base import Family
 
 HERE = Path(__file__).parent
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..catalogue import T, Catalogue, load_catalogue
+from qpatch.gguf.catalogue import Catalogue, T, load_catalogue
 
 if TYPE_CHECKING:
-    from ..evaluate import Options, Plan, TensorPlan
-    from ..model_facts import ModelFacts
-    from ..policy.model import Policy
+    from qpatch.gguf.model_facts import ModelFacts
+    from qpatch.policy.model import Policy
+    from qpatch.predict.evaluate import Options, Plan, TensorPlan
 
 
 class Family:
@@ -47,7 +47,7 @@ class Family:
 
     def parse_tensor_types(self, specs: list[str], catalogue: Catalogue) -> tuple:
         """The ordered regex=type overrides as this family's llama-quantize reads its flag's values."""
-        from ..evaluate import parse_tensor_type
+        from qpatch.predict.evaluate import parse_tensor_type
 
         return tuple(parse_tensor_type(s, catalogue) for s in specs)
 

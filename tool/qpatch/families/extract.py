@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 import re
+import sys
 from pathlib import Path
 
 _GGML_TYPE = re.compile(r"^\s*GGML_TYPE_(\w+)\s*=\s*(\d+)\s*,", re.M)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from ..catalogue import T, all_ftypes
-from .model import ByFtype, Experts, Ftypes, Select
+from qpatch.gguf.catalogue import T, all_ftypes
+from qpatch.policy.model import ByFtype, Experts, Ftypes, Select
 
 # The six very-low-bit ftypes that stock handles in one branch.
 LB_NAMES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M")
@@ -30,7 +30,7 @@ def in_blocks(kind: str, blocks: str) -> Select:
     for part in blocks.replace(" ", "").split(","):
         a, _, b = part.partition("-")
         if not a.isdigit() or (b and not b.isdigit()) or (b and int(b) < int(a)):
-            from ..errors import PolicyError
+            from qpatch.errors import PolicyError
 
             raise PolicyError(f"in_blocks({kind!r}, {blocks!r}): write block numbers and ranges, e.g. '0-2,5'")
         nums += list(range(int(a), int(b or a) + 1))

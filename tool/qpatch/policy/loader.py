@@ -20,15 +20,15 @@ import traceback
 import types
 from pathlib import Path
 
-from ..errors import PolicyError
-from .model import Policy
+from qpatch.errors import PolicyError
+from qpatch.policy.model import Policy
 
 PACKAGE = "qpatch_policies"
 
 
 def repo_root() -> Path:
     """The project root: the repository when run from source, else the current directory (qpatch.shipped)."""
-    from ..shipped import project_root
+    from qpatch.shipped import project_root
 
     return project_root()
 
@@ -45,7 +45,7 @@ def use_policies_dir(path: str | os.PathLike | None):
 
 
 def shipped_dir() -> Path:
-    from ..shipped import policies_dir
+    from qpatch.shipped import policies_dir
 
     return policies_dir()
 
@@ -157,8 +157,8 @@ def _load(name: str, extra: tuple) -> Policy:
         raise PolicyError(f"{_rel(str(path))}: defines no POLICY = Policy(...)")
     if pol.name != name:
         raise PolicyError(f"{_rel(str(path))}: POLICY.name is '{pol.name}', expected '{name}'")
-    from ..catalogue import all_ftypes
-    from .model import Ftypes
+    from qpatch.gguf.catalogue import all_ftypes
+    from qpatch.policy.model import Ftypes
 
     known = {f.name for f in all_ftypes()}
     for r in pol.rules:

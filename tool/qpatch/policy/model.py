@@ -21,10 +21,8 @@ import sys
 from dataclasses import dataclass
 from typing import Union
 
-from ..catalogue import T
-
-from ..errors import PolicyError
-
+from qpatch.errors import PolicyError
+from qpatch.gguf.catalogue import T
 
 # ----------------------------------------------------------------------------- frames
 

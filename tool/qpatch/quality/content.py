@@ -11,8 +11,8 @@ import json
 import os
 from pathlib import Path
 
-from ..cache import cache_root
-from ..gguf_header import read_model_headers
+from qpatch.cache import cache_root
+from qpatch.gguf.header import read_model_headers
 
 _CHUNK = 1 << 22
 

@@ -15,14 +15,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import build
-from ..cache import cache_root
-from ..catalogue import T, all_ftypes, tensor_bytes
-from ..errors import EvalError, ModelError
-from ..gguf_header import read_model_headers
-from ..progress import SILENT, Progress
-from . import perplexity
-from .content import content_hash, text_hash
+from qpatch.build import cmake
+from qpatch.cache import cache_root
+from qpatch.errors import EvalError, ModelError
+from qpatch.gguf.catalogue import T, all_ftypes, tensor_bytes
+from qpatch.gguf.header import read_model_headers
+from qpatch.progress import SILENT, Progress
+from qpatch.quality import perplexity
+from qpatch.quality.content import content_hash, text_hash
 
 TOOL = "llama-perplexity"
 
@@ -152,13 +152,13 @@ class Evaluator:
         self.settings = settings
         self.progress = progress
         self.cache_dir = cache_dir or cache_root() / "kld"
-        if settings.backend == "cuda" and not build.detect_gpu_archs():
+        if settings.backend == "cuda" and not cmake.detect_gpu_archs():
             raise EvalError("--backend cuda needs an NVIDIA GPU and none was found (nvidia-smi lists none)",
                             hint="evaluate on the CPU (--backend cpu), or run on a machine with a GPU")
         if build_tool:
             progress.note(f"building {TOOL} ({settings.backend}, incremental)")
-            build.build(self.checkout, settings.backend, targets=[TOOL], progress=progress)
-        self.binary = build.binary(self.checkout, settings.backend, TOOL)
+            cmake.build(self.checkout, settings.backend, targets=[TOOL], progress=progress)
+        self.binary = cmake.binary(self.checkout, settings.backend, TOOL)
         if not self.binary.exists():
             raise EvalError(f"{self.binary} does not exist",
                             hint=f"build it: qpatch build --{settings.backend} --target {TOOL}")
@@ -200,8 +200,8 @@ class Evaluator:
 def _identity(checkout: Path, version: str) -> str:
     """What the logits depend on: the pin, for a qpatch checkout. Not the version line: its commit is
     the checkout's HEAD, which every `qpatch apply` moves while the inference code stays the same."""
-    from ..checkout import Checkout
-    from ..errors import QpatchError
+    from qpatch.checkout.repo import Checkout
+    from qpatch.errors import QpatchError
 
     try:
         return f"pin {Checkout(checkout).pin_name}"

@@ -16,8 +16,8 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import EvalError
-from ..progress import SILENT, Progress
+from qpatch.errors import EvalError
+from qpatch.progress import SILENT, Progress
 
 _NUM = r"(-?[\d.]+(?:e[-+]?\d+)?|nan|-?inf)"
 _FINAL_PPL = re.compile(rf"Final estimate: PPL = {_NUM} \+/- {_NUM}")

@@ -17,15 +17,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import apply as apply_mod
-from .. import build, quantize, render
-from ..checkout import Checkout
-from ..errors import EvalError, QpatchError
-from ..pins import family_of
-from ..policy import loader
-from ..progress import SILENT, Progress
-from .content import content_hash, file_hash, text_hash
-from .evaluation import Evaluator, Settings, _check_text
+from qpatch.build import cmake
+from qpatch.checkout import apply as apply_mod
+from qpatch.checkout.repo import Checkout
+from qpatch.codegen import render
+from qpatch.errors import EvalError, QpatchError
+from qpatch.families.pins import family_of
+from qpatch.policy import loader
+from qpatch.progress import SILENT, Progress
+from qpatch.quality.content import content_hash, file_hash, text_hash
+from qpatch.quality.evaluation import Evaluator, Settings, _check_text
+from qpatch.quantize import runner
 
 RESULTS = "results.json"
 
@@ -107,7 +109,7 @@ def sweep(model, policies, ftypes, *, text, imatrix=None, checkout, out_dir, set
             try:
                 progress.note(f"apply {policy} and build llama-quantize ({settings.backend})")
                 apply_mod.apply(policy, co.path)
-                build.build(co.path, settings.backend, targets=["llama-quantize"], progress=progress)
+                cmake.build(co.path, settings.backend, targets=["llama-quantize"], progress=progress)
             except QpatchError as e:
                 for j in group:
                     store[keys[j]] = _failure(j, "apply/build", e)
@@ -143,8 +145,8 @@ def _run_job(job: Job, ev: Evaluator, base, checkout: Path, model: Path, imatrix
     try:
         progress.note(f"{job.name}: quantize + verify")
         t = time.perf_counter()
-        r, _ = quantize.quantize(checkout, model, quant, job.ftype, policy=job.policy, imatrix=imatrix,
-                                 backend=settings.backend, progress=False)
+        r, _ = runner.quantize(checkout, model, quant, job.ftype, policy=job.policy, imatrix=imatrix,
+                                 backend=settings.backend)
         quantize_s = time.perf_counter() - t
         if not r.ok:
             raise EvalError(f"verify: {len(r.mismatches)} tensor(s) differ from the plan "

@@ -20,8 +20,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
-from ..errors import ModelError
-from ..synth import Spec, _writer_kv, write_tensors
+from qpatch.errors import ModelError
+from qpatch.gguf.synth import Spec, _writer_kv, write_tensors
 
 VOCAB = "models/ggml-vocab-deepseek-coder.gguf"  # in every pin's tree: a DeepSeek BPE vocabulary, 32k tokens
 ROPE_BASE = 10000.0

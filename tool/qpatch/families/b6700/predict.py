@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import re
 
-from ...catalogue import T, block_size, is_quantized, tensor_bytes
-from ...evaluate import Ctx, Options, Plan, Positions, TensorPlan, fallback_table, ggml_n_dims, policy_choice
-from ...evaluate import why as explain
-from ...model_facts import ModelFacts, kind_of
-from ...policy.model import Policy
-from ..base import Family
-from .stock import FALLBACK, StockModel, StockState, fallback, stock_site
+from qpatch.families.b6700.stock import FALLBACK, StockModel, StockState, fallback, stock_site
+from qpatch.families.base import Family
+from qpatch.gguf.catalogue import T, block_size, is_quantized, tensor_bytes
+from qpatch.gguf.model_facts import ModelFacts, kind_of
+from qpatch.policy.model import Policy
+from qpatch.predict.evaluate import (
+    Ctx,
+    Options,
+    Plan,
+    Positions,
+    TensorPlan,
+    fallback_table,
+    ggml_n_dims,
+    policy_choice,
+)
+from qpatch.predict.evaluate import why as explain
 
 # ftypes llama-quantize refuses to run without an imatrix (main() of quantize.cpp).
 NEEDS_IMATRIX = frozenset({"IQ2_XS", "IQ2_XXS", "IQ2_S", "Q2_K_S", "IQ1_S", "IQ1_M"})

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...catalogue import T, block_size
-from ...evaluate import use_more_bits
-from ...model_facts import ModelFacts, block_of
+from qpatch.gguf.catalogue import T, block_size
+from qpatch.gguf.model_facts import ModelFacts, block_of
+from qpatch.predict.evaluate import use_more_bits
 
 # The six very-low-bit ftypes that share one branch in stock.
 LOW_BIT = frozenset({"IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"})

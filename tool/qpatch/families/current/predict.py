@@ -14,15 +14,23 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from ...catalogue import T, block_size, is_quantized, tensor_bytes
-from ...evaluate import Ctx, Options, Plan, Positions, TensorPlan, ggml_n_dims, policy_choice
-from ...evaluate import why as explain
-from ...model_facts import ModelFacts, kind_of
-from ...policy.model import Policy
-from ..base import Family
-from .stock import (
-    OUTPUT, TOKEN_EMBD, NoFallback, StockModel, StockState, category, fallback, requires_imatrix, stock_site,
+from qpatch.families.base import Family
+from qpatch.families.current.stock import (
+    OUTPUT,
+    TOKEN_EMBD,
+    NoFallback,
+    StockModel,
+    StockState,
+    category,
+    fallback,
+    requires_imatrix,
+    stock_site,
 )
+from qpatch.gguf.catalogue import T, block_size, is_quantized, tensor_bytes
+from qpatch.gguf.model_facts import ModelFacts, kind_of
+from qpatch.policy.model import Policy
+from qpatch.predict.evaluate import Ctx, Options, Plan, Positions, TensorPlan, ggml_n_dims, policy_choice
+from qpatch.predict.evaluate import why as explain
 
 _NEVER = ("ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel", "per_layer_model_proj",
           "ssm_conv1d", "shortconv.conv.weight", "indexer.k_proj.weight", "indexer.q_proj.weight",

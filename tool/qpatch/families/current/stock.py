@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...catalogue import T, block_size
-from ...model_facts import ModelFacts
-from ..b6700 import stock as b6700
+from qpatch.families.b6700 import stock as b6700
+from qpatch.gguf.catalogue import T, block_size
+from qpatch.gguf.model_facts import ModelFacts
 
 _TOKEN_EMBD = {**b6700.TOKEN_EMBD, "Q2_0": T.Q4_K}
 

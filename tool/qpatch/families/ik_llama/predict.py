@@ -17,13 +17,22 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from ...catalogue import T, block_size, is_quantized, row_bytes
-from ...evaluate import Ctx, Options, Plan, Positions, TensorPlan, ggml_n_dims, policy_choice
-from ...evaluate import why as explain
-from ...model_facts import ModelFacts, kind_of
-from ...policy.model import Policy
-from ..base import Family
-from .stock import FALLBACK, INTERLEAVED, VERY_LOW_BPW, NoFallback, State, StockModel, shape_fallback, uninterleaved
+from qpatch.families.base import Family
+from qpatch.families.ik_llama.stock import (
+    FALLBACK,
+    INTERLEAVED,
+    VERY_LOW_BPW,
+    NoFallback,
+    State,
+    StockModel,
+    shape_fallback,
+    uninterleaved,
+)
+from qpatch.gguf.catalogue import T, block_size, is_quantized, row_bytes
+from qpatch.gguf.model_facts import ModelFacts, kind_of
+from qpatch.policy.model import Policy
+from qpatch.predict.evaluate import Ctx, Options, Plan, Positions, TensorPlan, ggml_n_dims, policy_choice
+from qpatch.predict.evaluate import why as explain
 
 # the per-kind options of ik's llama-quantize: Options.kind_types key -> its flag
 KIND_OPTIONS = {
@@ -237,7 +246,7 @@ def needs_imatrix(name: str, new: T, opts: Options) -> bool:
 def parse_custom_q(spec: str, catalogue) -> list[tuple[str, T]]:
     """`--custom-q REGEX=TYPE,...` as ik's parse_custom_quants reads it: split on ',', the pattern kept
     as written (case-sensitive), the type matched exactly against ggml_type_name."""
-    from ...errors import UsageError
+    from qpatch.errors import UsageError
 
     out = []
     names = {catalogue.ggml_name(t): t for t in catalogue.types}

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ...catalogue import T
-from ...model_facts import ModelFacts
+from qpatch.gguf.catalogue import T
+from qpatch.gguf.model_facts import ModelFacts
 
 QK_K = 256
 QK_IQ1BN = 64

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import git
 
-from . import sdist
-from .errors import SourceError, UsageError
-from .pins import Pin, Source
-from .progress import Progress
+from qpatch.checkout import sdist
+from qpatch.errors import SourceError, UsageError
+from qpatch.families.pins import Pin, Source
+from qpatch.progress import Progress
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "qpatch", "GIT_AUTHOR_EMAIL": "qpatch@localhost",

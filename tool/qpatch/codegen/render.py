@@ -12,14 +12,14 @@ from pathlib import Path
 
 import jinja2
 
-from .catalogue import T, Catalogue
-from .families import Family
-from .evaluate import check_types, for_family
-from .pins import family_of
-from .policy.model import (
-    AllOf, AnyOf, After, Arch, AtLeast, Before, Block, ByFtype, Default, Experts, Ftypes, Gqa, Imatrix, Keep,
-    Not, Ordinal, Policy, RowMultiple, Set, Stacked, Step, UseMoreBits,
+from qpatch.families import Family
+from qpatch.families.pins import family_of
+from qpatch.gguf.catalogue import Catalogue, T
+from qpatch.policy.model import (
+    After, AllOf, AnyOf, Arch, AtLeast, Before, Block, ByFtype, Default, Experts, Ftypes, Gqa, Imatrix, Keep, Not,
+    Ordinal, Policy, RowMultiple, Set, Stacked, Step, UseMoreBits,
 )
+from qpatch.predict.evaluate import check_types, for_family
 
 GENERATED_PATH = "src/llama-quant-qpatch.h"
 TEMPLATES = Path(__file__).parent / "templates"

@@ -6,8 +6,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from .evaluate import Plan
-from .model_facts import block_of, kind_of
+from qpatch.gguf.model_facts import block_of, kind_of
+from qpatch.predict.evaluate import Plan
 
 
 @dataclass
@@ -24,10 +24,10 @@ class Group:
 def block_label(blocks, kind: str) -> str:
     """Tensors of one kind over blocks, as recipes write them: blk.7.ffn_down, blk.[0-2,5].ffn_down."""
     bs = sorted(set(blocks))
-    return f"blk.{bs[0]}.{kind}" if len(bs) == 1 else f"blk.[{_ranges(bs)}].{kind}"
+    return f"blk.{bs[0]}.{kind}" if len(bs) == 1 else f"blk.[{block_ranges(bs)}].{kind}"
 
 
-def _ranges(blocks: list[int]) -> str:
+def block_ranges(blocks: list[int]) -> str:
     parts, start, prev = [], None, None
     for b in blocks:
         if start is None:
@@ -158,15 +158,13 @@ def options_text(o, flag: str = "--tensor-type") -> list[str]:
     return extra
 
 
-def _flag(pin: str) -> str:
-    from .pins import family_of
-
-    return family_of(pin).tensor_type_flag if pin else "--tensor-type"
+def _flag(plan: Plan) -> str:
+    return plan.family.tensor_type_flag if plan.family else "--tensor-type"
 
 
 def _header(plan: Plan) -> str:
     o = plan.options
-    extra = options_text(o, _flag(plan.pin))
+    extra = options_text(o, _flag(plan))
     return (f"{plan.model.name}  arch={plan.model.arch}  blocks={plan.model.n_layer}  experts={plan.model.n_expert}  "
             f"policy={plan.policy.name}  pin={plan.pin}  ftype={o.ftype.name}  "
             f"imatrix={'yes' if o.has_imatrix else 'no'}" + ("  " + " ".join(extra) if extra else ""))
@@ -272,7 +270,7 @@ def render_compare(base: Plan, new: Plan, *, markdown: bool = False) -> str:
         d = delta[key]
         rows.append((label, t0, t1, str(max(1, len(blocks))), ("+" if d >= 0 else "-") + human_bytes(abs(d)), rule))
     saved = new.total_bytes - base.total_bytes
-    opts = options_text(new.options, _flag(new.pin))
+    opts = options_text(new.options, _flag(new))
     both = (f"both sides: ftype {new.options.ftype.name}, imatrix {'yes' if new.options.has_imatrix else 'no'}"
             + (", " + ", ".join(opts) if opts else ""))
     footer = (f"{base.policy.name}: {human_bytes(base.total_bytes)}, {base.bpw:.3f} bpw -> {new.policy.name}: "

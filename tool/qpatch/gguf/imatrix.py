@@ -10,8 +10,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from .errors import ModelError
-from .gguf_header import MAGIC, read_header
+from qpatch.errors import ModelError
+from qpatch.gguf.header import MAGIC, read_header
 
 
 def read_imatrix(path: str | Path) -> dict[str, int]:

@@ -12,12 +12,12 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import render
-from .checkout import HEADER_HASH_TRAILER, POLICY_HASH_TRAILER, POLICY_TRAILER, Checkout
-from .errors import CheckoutError, Stale
-from .pins import load_pin
-from .policy import loader
-from .policy.model import Policy
+from qpatch.checkout.repo import HEADER_HASH_TRAILER, POLICY_HASH_TRAILER, POLICY_TRAILER, Checkout
+from qpatch.codegen import render
+from qpatch.errors import CheckoutError, Stale
+from qpatch.families.pins import load_pin
+from qpatch.policy import loader
+from qpatch.policy.model import Policy
 
 
 @dataclass(frozen=True)

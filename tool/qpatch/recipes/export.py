@@ -39,14 +39,12 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-from .catalogue import T
-
-from .errors import QuantizeError, UsageError
-from .evaluate import Plan, plan
-from .pins import family_of
-from .model_facts import ModelFacts
-from .policy.model import Policy
-from .report import block_label
+from qpatch.errors import QuantizeError, UsageError
+from qpatch.gguf.catalogue import T
+from qpatch.gguf.model_facts import ModelFacts
+from qpatch.policy.model import Policy
+from qpatch.predict.evaluate import Plan, plan
+from qpatch.predict.report import block_label
 
 FORMATS = ("tensor-type", "tensor-type-file", "custom-q", "model-card")
 
@@ -109,8 +107,8 @@ def export(pp: Plan) -> Export:
         more = f" (and {len(pp.errors) - 1} more)" if len(pp.errors) > 1 else ""
         raise QuantizeError(f"the patched llama-quantize would fail on this job, so there is nothing to export: "
                             f"{pp.errors[0]}{more}")
-    family = family_of(pp.pin)
-    base = plan(pp.model, STOCK, o, pin=pp.pin)
+    family = pp.family
+    base = plan(pp.model, STOCK, o, family, pp.pin)
     targets: dict[str, T] = {}  # every tensor the list can reach -> the policy's type
     need: dict[str, T] = {}  # those where stock differs
     lost: list[Inexpressible] = []
@@ -133,7 +131,7 @@ def export(pp: Plan) -> Export:
     for _ in range(len(pp.tensors) + 1):
         overrides = _minimise(pp.model, targets, need)
         check = plan(pp.model, STOCK, dataclasses.replace(o, tensor_types=tuple((v.pattern, v.type) for v in overrides)),
-                     pin=pp.pin)
+                     family, pp.pin)
         moved = {c.name: targets[c.name] for p, c in zip(pp.tensors, check.tensors)
                  if c.name in targets and c.name not in need and c.type != p.type}
         if not moved:
@@ -437,7 +435,7 @@ def render(ex: Export, fmt: str = "tensor-type", *, imatrix: str | None = None) 
 
 def _sets(names: tuple[str, ...]) -> str:
     """The tensors an override sets, as a reader checks them: kinds over block ranges."""
-    from .model_facts import block_of, kind_of
+    from qpatch.gguf.model_facts import block_of, kind_of
 
     kinds: dict[str, list[int]] = {}
     for n in names:
@@ -448,7 +446,7 @@ def _sets(names: tuple[str, ...]) -> str:
 def model_card(ex: Export, *, imatrix: str | None = None) -> str:
     """A recipe block to paste into a model card: the command, what each override sets, the size of every
     group of tensors and the total."""
-    from .report import groups, human_bytes
+    from qpatch.predict.report import groups, human_bytes
 
     p = ex.plan
     total = p.total_bytes
@@ -456,10 +454,8 @@ def model_card(ex: Export, *, imatrix: str | None = None) -> str:
              f"Made with llama.cpp {p.pin}'s stock `llama-quantize` and the overrides below (the mix of qpatch "
              f"policy `{p.policy.name}`, checked tensor by tensor with qpatch's model of that llama-quantize).", "",
              "```sh", "llama-quantize" + (f" --imatrix {imatrix}" if imatrix else "") + " \\"]
-    if family_of(p.pin).tensor_type_flag == "--custom-q":
-        lines += [f"  --custom-q '{','.join(o.spec for o in ex.overrides)}' \\"] if ex.overrides else []
-    else:
-        lines += [f"  --tensor-type '{o.spec}' \\" for o in ex.overrides]
+    args = p.family.tensor_type_args([o.spec for o in ex.overrides])  # the family's flag, as it reads it
+    lines += [f"  {flag} '{value}' \\" for flag, value in zip(args[::2], args[1::2])]
     lines += [f"  {p.model.name} {p.model.name.removesuffix('.gguf')}-{p.options.ftype.name}.gguf "
               f"{p.options.ftype.name}", "```", ""]
     if ex.overrides:

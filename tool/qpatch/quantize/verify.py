@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .errors import ModelError, UsageError, VerifyMismatch
-from .evaluate import Plan, plan
-from .gguf_header import read_model_headers
-from .imatrix import read_imatrix
-from .model_facts import ModelFacts, read_model
-from .policy import loader
-from .policy.model import Policy
+from qpatch.errors import ModelError, UsageError, VerifyMismatch
+from qpatch.families.pins import DEFAULT_PIN, family_of
+from qpatch.gguf.header import read_model_headers
+from qpatch.gguf.model_facts import ModelFacts, read_model
+from qpatch.job import Job
+from qpatch.policy.model import Policy
+from qpatch.predict.evaluate import Plan
 
 
 class _AllEntries(dict):
@@ -50,13 +50,9 @@ class VerifyResult:
 
 
 def verify(quant_path, *, policy: "str | Policy | None" = None, source=None, ftype: str | None = None, imatrix=None,
-           tensor_types=(), output_tensor_type=None, token_embedding_type=None, pure=False,
-           leave_output_tensor=False, prune_layers=None, pin: str | None = None, custom_q=(), kind_types=(),
-           ignore_imatrix_rules=False) -> VerifyResult:
-    from .api import make_options
-    from .pins import DEFAULT_PIN, family_of
-
-    quant = read_model(quant_path)
+           pin: str | None = None, **options) -> VerifyResult:
+    """`qpatch verify`: the job is read from the file where not given (policy, pin, ftype, imatrix use),
+    then compared. `options`: llama-quantize's type options used, as `job.make_options` takes them."""
     kv = read_model_headers(quant_path)[0].kv
     # what made the file, as `qpatch quantize` records it (--override-kv qpatch.policy / qpatch.pin)
     policy = policy or kv.get("qpatch.policy")
@@ -66,35 +62,36 @@ def verify(quant_path, *, policy: "str | Policy | None" = None, source=None, fty
     pin = pin or kv.get("qpatch.pin") or DEFAULT_PIN
     cat = family_of(pin).catalogue
     quant = read_model(quant_path, cat.family)  # type ids in the pin's own numbering
-    if ftype:
-        ft = cat.parse_ftype(ftype)
-    else:
+    if not ftype:
         if quant.file_type is None:
             raise ModelError(f"{quant_path}: no general.file_type; pass --ftype")
         ft = cat.ftype_by_id(quant.file_type)
         if ft is None:
             raise ModelError(f"{quant_path}: general.file_type {quant.file_type} is not an ftype of pin {pin}")
-    model = read_model(source) if source else quant
+        ftype = ft.name
+    job = Job.create(source or quant, ftype, policy=policy, pin=pin, imatrix=imatrix, **options)
     if imatrix:
-        entries, im_src = read_imatrix(imatrix), f"file {imatrix}"
+        im_src = f"file {imatrix}"
     elif "quantize.imatrix.file" in kv or "quantize.imatrix.entries_count" in kv:
-        entries, im_src = _AllEntries(model), f"used ({kv.get('quantize.imatrix.file', '?')}), entries assumed present"
+        job = dataclasses.replace(job, options=dataclasses.replace(job.options, imatrix=_AllEntries(job.model)))
+        im_src = f"used ({kv.get('quantize.imatrix.file', '?')}), entries assumed present"
     else:
-        entries, im_src = None, "none"
-    opts = dataclasses.replace(
-        make_options(pin, ft.name, output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type,
-                     tensor_types=tensor_types, pure=pure, leave_output_tensor=leave_output_tensor,
-                     prune_layers=prune_layers, custom_q=custom_q, kind_types=kind_types,
-                     ignore_imatrix_rules=ignore_imatrix_rules),
-        imatrix=entries)
-    p = plan(model, policy if isinstance(policy, Policy) else loader.load(policy), opts, pin=pin)
+        im_src = "none"
+    return compare(job, quant_path, quant=quant, imatrix_source=im_src)
+
+
+def compare(job: Job, quant_path, *, quant: ModelFacts | None = None, imatrix_source: str | None = None) -> VerifyResult:
+    """Every tensor of the quantized file against the job's plan."""
+    quant = quant or read_model(quant_path, job.family.catalogue.family)
+    p = job.plan()
     actual = {t.name: t.type for t in quant.tensors}
     mismatches = [Mismatch(t.name, t.type.name, actual[t.name].name, t.rule)
                   for t in p.tensors if t.name in actual and actual[t.name] != t.type]
     predicted = {t.name for t in p.tensors}
     return VerifyResult(
-        plan=p, quant=quant, mismatches=mismatches,
-        missing=sorted(predicted - set(actual)), extra=sorted(set(actual) - predicted), imatrix_source=im_src,
+        plan=p, quant=quant, mismatches=mismatches, missing=sorted(predicted - set(actual)),
+        extra=sorted(set(actual) - predicted),
+        imatrix_source=imatrix_source or (f"file {job.imatrix_path}" if job.imatrix_path else "none"),
     )
 
 
@@ -106,8 +103,8 @@ def report(r: VerifyResult) -> str:
         return f"{head}\nOK: every tensor has the predicted type"
     lines = [head, ""]
     if r.mismatches:  # grouped as plan groups: one row per (kind, expected, actual, rule) over block ranges
-        from .model_facts import block_of, kind_of
-        from .report import block_label
+        from qpatch.gguf.model_facts import block_of, kind_of
+        from qpatch.predict.report import block_label
 
         runs: dict[tuple[str, str, str, str], list[int]] = {}
         for m in r.mismatches:

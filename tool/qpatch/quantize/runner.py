@@ -12,15 +12,19 @@ import hashlib
 import os
 import re
 import subprocess
-import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import api, build, render
-from .errors import BuildError, CheckoutError, QuantizeError
-from .policy import loader
-from .verify import VerifyResult, verify
+from qpatch.build import cmake
+from qpatch.codegen import render
+from qpatch.errors import BuildError, CheckoutError, QuantizeError
+from qpatch.job import Job, require_runnable
+from qpatch.policy import loader
+from qpatch.policy.model import Policy
+from qpatch.progress import SILENT, Progress
+from qpatch.quantize.verify import VerifyResult, compare
 
 _PROGRESS = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
 
@@ -35,7 +39,7 @@ class Applied:
 def applied(checkout: Path) -> Applied:
     """What `qpatch apply` recorded in the checkout (its generated commit's trailers), checked against the
     header on disk: a header changed since then is refused."""
-    from .checkout import HEADER_HASH_TRAILER, POLICY_TRAILER, Checkout
+    from qpatch.checkout.repo import HEADER_HASH_TRAILER, POLICY_TRAILER, Checkout
 
     co = Checkout(checkout)
     try:
@@ -56,9 +60,9 @@ def applied(checkout: Path) -> Applied:
 
 def _load_applied(checkout: Path, policy: str):
     """The policy from the search path, or from the directory `qpatch apply` recorded in the checkout."""
-    from .apply import recorded_dirs
-    from .checkout import Checkout
-    from .errors import QpatchError
+    from qpatch.checkout.apply import recorded_dirs
+    from qpatch.checkout.repo import Checkout
+    from qpatch.errors import QpatchError
 
     try:
         extra = recorded_dirs(Checkout(checkout))
@@ -69,7 +73,7 @@ def _load_applied(checkout: Path, policy: str):
 
 def _commands(checkout: Path, binary: Path) -> tuple[str, str]:
     """(apply's --dir suffix, the build command) for hints that act on this checkout, not the default one."""
-    from .policy.loader import repo_root
+    from qpatch.policy.loader import repo_root
 
     backend = "cuda" if binary.parent.parent.name == "build-cuda" else "cpu"
     if Path(checkout).resolve() == (repo_root() / "llama.cpp").resolve():
@@ -77,14 +81,16 @@ def _commands(checkout: Path, binary: Path) -> tuple[str, str]:
     return f" --dir {checkout}", f"qpatch build --{backend} --dir {checkout}"
 
 
-def preflight(checkout: Path, policy: str | None, binary: Path) -> Applied:
+def preflight(checkout: Path, policy: str | None, binary: Path) -> tuple[Applied, Policy]:
+    """What is applied, and its policy (loaded once): refused unless header, policy and binary agree."""
     a = applied(checkout)
     policy = policy or a.policy
     dir_flag, build_cmd = _commands(checkout, binary)
     if policy != a.policy:
         raise QuantizeError(f"the checkout has policy '{a.policy}' applied, not '{policy}'",
                             hint=f"run `qpatch apply {policy}{dir_flag}` and `{build_cmd}`, or pass --policy {a.policy}")
-    if a.header.read_text() != render.render(_load_applied(checkout, policy), a.pin):
+    pol = _load_applied(checkout, policy)
+    if a.header.read_text() != render.render(pol, a.pin):
         raise QuantizeError(f"{a.header} is stale: policy '{policy}' changed since it was applied",
                             hint=f"run `qpatch apply {policy}{dir_flag}` and `{build_cmd}`")
     if not binary.exists():
@@ -92,87 +98,48 @@ def preflight(checkout: Path, policy: str | None, binary: Path) -> Applied:
     if binary.stat().st_mtime < a.header.stat().st_mtime:
         raise QuantizeError(f"{binary} is older than the generated policy code {a.header.name}",
                             hint=f"rebuild it: `{build_cmd}` (one translation unit recompiles)")
-    return a
-
-
-def _bar(done: int, total: int, name: str, width: int = 30) -> str:
-    fill = width * done // max(total, 1)
-    return f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} {name[:48]:<48}"
+    return a, pol
 
 
 def run(binary: Path, model, out, ftype: str, *, imatrix=None, extra_args=(), threads: int | None = None,
-        log: Path | None = None, progress: bool = True) -> float:
-    """Run llama-quantize; per-tensor log lines drive the progress bar. Returns seconds."""
-    cmd = [str(binary)]
-    if imatrix:
-        cmd += ["--imatrix", str(imatrix)]
-    cmd += list(extra_args) + [str(model), str(out), ftype]
-    if threads:
-        cmd.append(str(threads))
+        log: Path | None = None, progress: Progress = SILENT) -> float:
+    """Run llama-quantize on arguments given one by one (tests, stock binaries). Returns seconds."""
+    args = (["--imatrix", str(imatrix)] if imatrix else []) + list(extra_args) + [str(model), str(out), ftype]
+    return execute(binary, args + ([str(threads)] if threads else []), out, log=log, progress=progress)
+
+
+def execute(binary: Path, args: list[str], out, *, log: Path | None = None,
+            progress: Progress = SILENT) -> float:
+    """Run `binary args`; its per-tensor log lines ("[ 12/ 1025] name") drive a progress bar. Returns seconds."""
+    cmd = [str(binary)] + list(args)
     log = Path(log) if log else Path(str(out) + ".log")
     t0 = time.perf_counter()
-    with open(log, "w") as lf:
+    with open(log, "w") as lf, ExitStack() as bar:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         assert proc.stdout is not None
-        tty, shown = sys.stderr.isatty(), -1
+        update = None
         for line in proc.stdout:
             lf.write(line)
             m = _PROGRESS.match(line)
-            if m and progress:
-                done, total = int(m.group(1)), int(m.group(2))
-                if tty:
-                    sys.stderr.write(_bar(done, total, m.group(3)))
-                elif 10 * done // total > shown:  # a log gets a line per tenth, not per tensor
-                    shown = 10 * done // total
-                    sys.stderr.write(f"quantizing: {done}/{total} tensors ({m.group(3)})\n")
-                sys.stderr.flush()
+            if m:
+                if update is None:  # the total is known from the first tensor's line
+                    update = bar.enter_context(progress.bar(f"quantizing {Path(out).name}", int(m.group(2))))
+                update(int(m.group(1)))
         rc = proc.wait()
-    if progress and tty:
-        sys.stderr.write("\n")
     if rc != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-8:])
         raise QuantizeError(f"llama-quantize exited with {rc}; log: {log}\n{tail}")
     return time.perf_counter() - t0
 
 
-def metadata_args(policy: str, pin: str) -> list[str]:
-    """What made the file, written into it (llama-quantize copies --override-kv keys to its output):
-    `qpatch eval` and `verify` read them back."""
-    return ["--override-kv", f"qpatch.policy=str:{policy}", "--override-kv", f"qpatch.pin=str:{pin}"]
-
-
-def quantize(checkout: Path, model, out, ftype: str, *, policy: str | None = None, imatrix=None,
-             tensor_types=(), output_tensor_type=None, token_embedding_type=None, pure=False,
-             leave_output_tensor=False, threads=None, backend: str = "cpu", progress=True,
-             custom_q=(), kind_types=(), ignore_imatrix_rules=False) -> tuple[VerifyResult, float]:
+def quantize(checkout: Path, model, out, ftype: str, *, policy: str | None = None, imatrix=None, threads=None,
+             backend: str = "cpu", progress: Progress = SILENT, **options) -> tuple[VerifyResult, float]:
+    """Quantize `model` with the checkout's llama-quantize, then verify the output against the same job.
+    `options`: llama-quantize's type options, as `job.make_options` takes them."""
     checkout = Path(checkout)
-    binary = build.binary(checkout, backend, "llama-quantize")
-    a = preflight(checkout, policy, binary)
-    pol = _load_applied(checkout, a.policy)
-    p = api.make_plan(model, ftype, policy=pol, imatrix=imatrix, tensor_types=tensor_types, custom_q=custom_q,
-                      kind_types=kind_types, ignore_imatrix_rules=ignore_imatrix_rules,
-                      output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
-                      leave_output_tensor=leave_output_tensor, pin=a.pin)
-    api.require_runnable(p)
-    family = api.family_of(a.pin)
-    extra: list[str] = list(family.tensor_type_args(list(tensor_types) + list(custom_q)))
-    for key, t in p.options.kind_types:  # ik's per-kind options, with ggml's own type names
-        extra += [f"--{key.replace('_', '-')}", family.catalogue.ggml_name(t)]
-    if ignore_imatrix_rules:
-        extra.append("--ignore-imatrix-rules")
-    if output_tensor_type:
-        extra += ["--output-tensor-type", output_tensor_type]
-    if token_embedding_type:
-        extra += ["--token-embedding-type", token_embedding_type]
-    if pure:
-        extra.append("--pure")
-    if leave_output_tensor:
-        extra.append("--leave-output-tensor")
-    extra += metadata_args(a.policy, a.pin)
-    seconds = run(binary, model, out, ftype, imatrix=imatrix, extra_args=extra, threads=threads or os.cpu_count(),
-                  progress=progress)
-    r = verify(out, policy=pol, source=model, ftype=ftype, imatrix=imatrix, tensor_types=tensor_types, custom_q=custom_q,
-               kind_types=kind_types, ignore_imatrix_rules=ignore_imatrix_rules,
-               output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
-               leave_output_tensor=leave_output_tensor, pin=a.pin)
-    return r, seconds
+    binary = cmake.binary(checkout, backend, "llama-quantize")
+    a, pol = preflight(checkout, policy, binary)
+    job = Job.create(model, ftype, policy=pol, pin=a.pin, imatrix=imatrix, **options)
+    require_runnable(job.plan())
+    seconds = execute(binary, job.quantize_args(out, threads=threads or os.cpu_count()), out, progress=progress)
+    return compare(job, out), seconds

@@ -7,14 +7,13 @@ dataclass, so tests (and users) can point one at another remote with `dataclasse
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import families
-from .errors import UsageError
+from qpatch import families
+from qpatch.errors import UsageError
 
 SOURCE_KINDS = ("git", "sdist")
 
@@ -63,7 +62,7 @@ class Pin:
 
 
 def patches_root() -> Path:
-    from .shipped import patches_root as root
+    from qpatch.shipped import patches_root as root
 
     return root()
 

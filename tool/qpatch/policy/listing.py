@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .errors import PolicyError
-from .policy import loader
+from qpatch.errors import PolicyError
+from qpatch.policy import loader
 
 
 def _table(head: tuple[str, ...], rows: list[tuple[str, ...]], wrap: dict[int, int] | None = None) -> str:

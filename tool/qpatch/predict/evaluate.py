@@ -3,7 +3,8 @@
 How a pin's llama-quantize combines stock choice, the policy, the shape fallback and the
 command-line options differs by pin family: each family's `predict.py` walks the tensors in
 its order and calls `policy_choice` where its hook calls the generated `qpatch::choose`.
-`plan()` picks the family from the pin. Each tensor's result names the rule that decided it.
+`plan()` is given the family (the caller maps a pin to it: families/pins.py). Each tensor's result
+names the rule that decided it.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .catalogue import Catalogue, Ftype, T
-from .errors import UsageError
-from .model_facts import ModelFacts, block_of, kind_of
-from .policy.model import (
-    AllOf, AnyOf, After, Arch, AtLeast, Before, Block, ByFtype, Default, Experts, Ftypes, Gqa, Imatrix, Keep,
-    Not, Policy, RowMultiple, Rule, Set, Stacked, Step, UseMoreBits,
+from qpatch.errors import UsageError
+from qpatch.gguf.catalogue import Catalogue, Ftype, T
+from qpatch.gguf.model_facts import ModelFacts, block_of, kind_of
+from qpatch.policy.model import (
+    After, AllOf, AnyOf, Arch, AtLeast, Before, Block, ByFtype, Default, Experts, Ftypes, Gqa, Imatrix, Keep, Not,
+    Policy, RowMultiple, Rule, Set, Stacked, Step, UseMoreBits,
 )
+
+if TYPE_CHECKING:
+    from qpatch.families import Family
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class Plan:
     policy: Policy
     pin: str
     options: Options
+    family: "Family | None" = None  # whose llama-quantize the plan predicts (its flags, its catalogue)
     tensors: list[TensorPlan] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # what would make llama-quantize abort
     # the subset of `errors` that a --dry-run does not reach (imatrix checks, writing the data)
@@ -297,16 +303,15 @@ def policy_choice(policy: Policy, x: Ctx) -> tuple[T, Rule | None]:
 # --------------------------------------------------------------------------- the plan
 
 
-def plan(model: ModelFacts, policy: Policy, opts: Options, pin: str) -> Plan:
-    """Predict every tensor's type on `pin`. Conditions under which llama-quantize aborts go to `errors`."""
-    from .pins import family_of
-
-    fam = family_of(pin)
+def plan(model: ModelFacts, policy: Policy, opts: Options, fam: "Family", pin: str) -> Plan:
+    """Predict every tensor's type on `pin`, of family `fam`. Conditions under which llama-quantize aborts
+    go to `errors`."""
     effective = for_family(policy, fam.name)
     check_types(policy, fam.catalogue, pin)
     p = fam.plan(model, effective, opts)
     p.policy = policy
     p.pin = pin
+    p.family = fam
     p.warnings = p.warnings + plan_warnings(model, effective, opts, p)  # the family's own first
     if effective is not policy:
         p.warnings.insert(0, f"policy {policy.name} is written for pin families {', '.join(policy.families)}; on pin "
@@ -339,7 +344,7 @@ def types_named(policy: Policy) -> list[tuple[str, T]]:
 
 def check_types(policy: Policy, catalogue: Catalogue, pin: str) -> None:
     """A policy that names a ggml type the pin does not have is an error (it would not compile there)."""
-    from .errors import PolicyError
+    from qpatch.errors import PolicyError
 
     for source, t in types_named(policy):
         if not catalogue.has_type(t) and t not in (T.F32, T.F16, T.BF16):
@@ -355,7 +360,7 @@ def known_kinds() -> frozenset[str]:
 
 
 def plan_warnings(model: ModelFacts, policy: Policy, opts: Options, p: Plan) -> list[str]:
-    from .model_facts import kind_of
+    from qpatch.gguf.model_facts import kind_of
 
     out = []
     kinds = {kind_of(t.name) for t in model.tensors}

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from .errors import UsageError
+from qpatch.errors import UsageError
 
-FAMILIES_DIR = Path(__file__).parent / "families"
+FAMILIES_DIR = Path(__file__).parent.parent / "families"  # each family folder holds its catalogue.json
 
 
 def _catalogue_files() -> list[Path]:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from .errors import ModelError
-from .gguf_header import TensorInfo, read_model_headers
+from qpatch.errors import ModelError
+from qpatch.gguf.header import TensorInfo, read_model_headers
 
 _BLK = re.compile(r"^blk\.(-?\d+)\.")
 

@@ -25,8 +25,8 @@ from collections import deque
 from contextlib import ExitStack
 from pathlib import Path
 
-from .errors import BuildError, CheckoutError, UsageError
-from .progress import SILENT, Progress
+from qpatch.errors import BuildError, CheckoutError, UsageError
+from qpatch.progress import SILENT, Progress
 
 BACKENDS = ("cpu", "cuda")
 DEFAULT_TARGETS = ("llama-quantize",)
@@ -177,7 +177,7 @@ def family_defines(checkout: Path) -> dict:
     name = out.stdout.strip()
     if out.returncode != 0 or not name:
         return {}
-    from . import families
+    from qpatch import families
 
     return dict(families.get(name).cmake_defines)
 

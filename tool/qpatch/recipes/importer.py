@@ -19,22 +19,23 @@ cannot be made exact is an error, and no file is written.
 
 from __future__ import annotations
 
+import dataclasses
 import keyword
 import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import api
-from .catalogue import T
-from .errors import PolicyError, UsageError
-from .evaluate import Plan, parse_tensor_type
-from .model_facts import block_of, kind_of, read_model
-from .pins import family_of
-from .policy import loader
-from .policy.blocks import in_blocks
-from .policy.model import Policy, Select, Set, rule
-from .report import _ranges
+from qpatch.errors import PolicyError, UsageError
+from qpatch.families.pins import family_of
+from qpatch.gguf.catalogue import T
+from qpatch.gguf.model_facts import block_of, kind_of, read_model
+from qpatch.job import Job
+from qpatch.policy import loader
+from qpatch.policy.blocks import in_blocks
+from qpatch.policy.model import Policy, Select, Set, rule
+from qpatch.predict.evaluate import Plan
+from qpatch.predict.report import block_ranges
 
 MAX_ROUNDS = 4
 
@@ -62,7 +63,7 @@ class Line:
 def _kind_line(kind: str, blocks: list[int], all_blocks: list[int], typ: T) -> Line:
     if not blocks or blocks == all_blocks:
         return Line(repr(kind), Select(kinds=(kind,)), typ)
-    spec = _ranges(sorted(blocks))
+    spec = block_ranges(sorted(blocks))
     return Line(f"in_blocks({kind!r}, {spec!r})", in_blocks(kind, spec), typ)
 
 
@@ -123,8 +124,8 @@ def import_policy(name: str, *, model, ftype: str | None = None, overrides: list
     if gguf is not None:
         quant = read_model(gguf, family_of(pin).name)  # type ids in the pin's numbering
         ftype = ftype or _ftype_of(quant, pin, gguf)
-        model = model or gguf
-        base = api.make_plan(model, ftype, policy=stock, pin=pin, imatrix=imatrix)
+        job = Job.create(model or gguf, ftype, policy=stock, pin=pin, imatrix=imatrix)
+        base = job.plan()
         want = {t.name: t.type for t in quant.tensors}
         lines = lines_from_types(want, base)
         what, same_as = f"the types of {Path(gguf).name}", Path(gguf).name
@@ -135,14 +136,15 @@ def import_policy(name: str, *, model, ftype: str | None = None, overrides: list
         if not ftype:
             raise UsageError("importing overrides needs --ftype: the ftype the recipe is used with")
         lines = lines_from_overrides(overrides, pin)
-        flag = "custom_q" if family_of(pin).tensor_type_flag == "--custom-q" else "tensor_types"
-        effect = api.make_plan(model, ftype, policy=stock, pin=pin, imatrix=imatrix, **{flag: tuple(overrides)})
+        job = Job.create(model, ftype, policy=stock, pin=pin, imatrix=imatrix)
+        recipe = job.family.parse_tensor_types(list(overrides), job.family.catalogue)  # as its flag reads them
+        effect = dataclasses.replace(job, options=dataclasses.replace(job.options, tensor_types=recipe)).plan()
         what, same_as = "the recipe's effect on stock llama-quantize", "stock llama-quantize given the recipe"
         target = {t.name: t.type for t in effect.tensors}
     fixups = 0
     for _ in range(MAX_ROUNDS):
         pol = Policy(name=name, summary=f"imported: {what}", rules=tuple(ln.rule() for ln in lines))
-        got = api.make_plan(model, ftype, policy=pol, pin=pin, imatrix=imatrix)
+        got = job.with_policy(pol).plan()
         wrong = {t.name: target[t.name] for t in got.tensors if t.type != target[t.name]}
         if not wrong:
             break
@@ -183,7 +185,7 @@ def _source(name: str, what: str, same_as: str, ftype: str, model: str, pin: str
 Regenerate: {command or "qpatch import " + name + " ..."}
 """
 
-from qpatch.catalogue import T
+from qpatch.gguf.catalogue import T
 from qpatch.policy.model import {", ".join(sorted(uses))}
 {helpers}
 RULES = (

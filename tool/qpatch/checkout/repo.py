@@ -22,11 +22,19 @@ from pathlib import Path, PurePosixPath
 
 import git
 
-from . import sources
-from .errors import CheckoutError, UsageError
-from .patchset import APPLIES, PatchResult, TempIndex, check_patch, check_series, format_results, read_patch
-from .pins import Pin, load_pin, series
-from .progress import SILENT, Progress
+from qpatch.checkout import sources
+from qpatch.checkout.patchset import (
+    APPLIES,
+    PatchResult,
+    TempIndex,
+    check_patch,
+    check_series,
+    format_results,
+    read_patch,
+)
+from qpatch.errors import CheckoutError, UsageError
+from qpatch.families.pins import Pin, load_pin, series
+from qpatch.progress import SILENT, Progress
 
 PRISTINE_REF = "refs/qpatch/pristine"
 PIN_REFS = "refs/qpatch/pins/"
@@ -41,7 +49,7 @@ HEADER_HASH_TRAILER = "Qpatch-Header-Sha256"
 
 
 def default_dir() -> Path:
-    from .shipped import project_root
+    from qpatch.shipped import project_root
 
     return project_root() / "llama.cpp"
 

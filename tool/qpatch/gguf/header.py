@@ -14,10 +14,9 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .catalogue import T as GGMLQuantizationType
-from .catalogue import decode_type
-
-from .errors import ModelError
+from qpatch.errors import ModelError
+from qpatch.gguf.catalogue import T as GGMLQuantizationType
+from qpatch.gguf.catalogue import decode_type
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -185,7 +184,7 @@ def read_header(path: str | os.PathLike, family: str | None = None) -> GGUFHeade
 
 
 def _check_data_fits(h: GGUFHeader, size: int):
-    from .catalogue import tensor_bytes
+    from qpatch.gguf.catalogue import tensor_bytes
 
     end = h.data_offset
     last = None

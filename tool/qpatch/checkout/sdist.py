@@ -14,10 +14,10 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from .cache import sdist_dir
-from .errors import SourceError
-from .pins import Source
-from .progress import Progress
+from qpatch.cache import sdist_dir
+from qpatch.errors import SourceError
+from qpatch.families.pins import Source
+from qpatch.progress import Progress
 
 
 def archive_name(src: Source) -> str:

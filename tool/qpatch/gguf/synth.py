@@ -297,7 +297,7 @@ def write_sparse_split(spec: Spec, prefix: str | os.PathLike, n_split: int, *, k
 def write_sparse(path: str | os.PathLike, arch: str, kv: dict, tensors) -> Path:
     """One GGUF file with a real header (`kv`, every tensor's name, shape, type) and a data region that is
     a hole of the right length: a real-size model (a 1.3 TB DeepSeek) in a few hundred KB of disk."""
-    from .catalogue import tensor_bytes
+    from qpatch.gguf.catalogue import tensor_bytes
 
     path = Path(path)
     w = GGUFWriter(str(path), arch)

@@ -1,0 +1,116 @@
+"""The package tree is the data flow: each stage imports only from the stages before it, so the import
+graph has no circle, and only families/ names a pin family or a pin."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from qpatch import families
+from qpatch.families.pins import available_pins
+
+PACKAGE = Path(__file__).resolve().parents[1] / "tool" / "qpatch"
+
+# the flow, first to last; a module may import its own stage, the shared modules, and earlier stages
+STAGES = ("gguf", "policy", "predict", "families", "codegen", "checkout", "build", "job", "recipes",
+          "quantize", "quality", "cli", "__main__")
+SHARED = ("__init__", "errors", "progress", "cache", "shipped")
+
+
+def stage_of(module: str) -> str:
+    return module.split(".")[1] if module.count(".") else "__init__"
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for f in sorted(PACKAGE.rglob("*.py")):
+        parts = ("qpatch",) + f.relative_to(PACKAGE).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)] = f
+    return out
+
+
+def imports(path: Path, known: dict[str, Path]) -> list[tuple[int, str]]:
+    """(line, qpatch module) for every import in the file, function-level ones too; not those under
+    `if TYPE_CHECKING:` (names for annotations: a later stage's type passed in is no dependency)."""
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree)
+                   if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+                   for stmt in node.body for n in ast.walk(stmt)}
+    out = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "qpatch":
+            assert node.level == 0, f"{path}:{node.lineno}: relative import"
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                out.append((node.lineno, sub if sub in known else node.module))
+        elif isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "qpatch"]
+    return out
+
+
+def test_every_module_belongs_to_a_stage():
+    for mod in modules():
+        assert stage_of(mod) in STAGES + SHARED, f"{mod}: not in a stage of the flow (tests/test_layout.py)"
+
+
+def test_stages_import_only_earlier_stages():
+    known = modules()
+    rank = {s: i for i, s in enumerate(STAGES)}
+    bad = []
+    for mod, path in known.items():
+        here = stage_of(mod)
+        for line, target in imports(path, known):
+            there = stage_of(target)
+            if there in SHARED or there == here:
+                continue
+            if here in SHARED or rank[there] > rank[here]:
+                bad.append(f"{path.relative_to(PACKAGE)}:{line}: {here} imports {target} (stage {there})")
+    assert not bad, "imports against the flow:\n" + "\n".join(bad)
+
+
+def test_no_import_circle_between_modules():
+    known = modules()
+    graph = {m: sorted({t for _, t in imports(p, known) if t in known and t != m}) for m, p in known.items()}
+    # a package's __init__ importing its own modules is no circle of the flow
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m):
+        state[m] = 1
+        stack.append(m)
+        for t in graph[m]:
+            if state.get(t) == 1:
+                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(t):] + [t]))
+            if t not in state:
+                visit(t)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+
+
+def test_only_families_name_a_family_or_a_pin():
+    names = set(families.names()) | set(available_pins())
+    # a name as a string literal or an attribute: what a test of a family's name looks like
+    pattern = re.compile(r"""["'](%s)["']""" % "|".join(re.escape(n) for n in sorted(names)))
+    bad = []
+    for mod, path in modules().items():
+        if stage_of(mod) == "families":
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                bad.append(f"{path.relative_to(PACKAGE)}:{i}: {line.strip()}")
+    assert not bad, "family or pin named outside families/:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("stage", [s for s in STAGES if (PACKAGE / s).is_dir()])
+def test_each_stage_states_its_contract(stage):
+    doc = ast.get_docstring(ast.parse((PACKAGE / stage / "__init__.py").read_text()))
+    assert doc and len(doc.split()) >= 15, f"{stage}/__init__.py: no contract paragraph"
