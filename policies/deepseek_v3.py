@@ -34,7 +34,7 @@ The table at the end of docs/policies/deepseek-v3.md lists every such difference
 
 from qpatch.gguf.catalogue import T
 
-from qpatch.policy.blocks import E8, HB, LB, two
+from qpatch.policy.blocks import MANY_EXPERTS, HIGHER_BIT, LOW_BIT, iq3_s_on_iq2_s_m
 from qpatch.policy.model import (
     After, AnyOf, Before, ByFtype, Default, Ftypes, Imatrix, Ordinal, Policy, UseMoreBits, rule,
 )
@@ -57,29 +57,29 @@ DOWN = ByFtype((("IQ2_M", T.IQ2_XS), ("IQ2_S", T.IQ2_XXS), ("IQ2_XS", T.IQ2_XXS)
 
 LOW_BIT = (
     n_expert_fix.LOW_BIT_ATTN_K,
-    rule("attn_kv_a_mqa", T.Q4_K, LB, E8),
-    rule("attn_kv_b", T.Q4_K, LB, E8, Before(1, 8, ATTN_WV)),
-    rule("attn_kv_b", two(T.Q2_K), LB, E8, UseMoreBits(ATTN_WV)),
-    rule("attn_kv_b", Default(), LB, E8, note="the table's 'unchanged' is b6700's default; newer pins treat attn_kv_b as attn_v"),
-    rule("attn_q_a", T.Q4_K, LB, E8),
-    rule("attn_q_b", two(T.Q2_K), LB, E8),
-    rule("ffn_down", T.Q6_K, LB, E8, Before(1, 16, DENSE_DOWN)),
-    rule("ffn_down", two(T.Q2_K), LB, E8, Before(1, 8, DENSE_DOWN)),
-    rule("ffn_down", Default(), LB, E8, note="stock's shared ffn_down counter must not decide here"),
-    rule("ffn_gate", T.Q4_K, LB, E8, Before(1, 16, DENSE_GATE)),
-    rule("ffn_gate", two(T.Q2_K), LB, E8, Before(1, 8, DENSE_GATE)),
-    rule("ffn_up", T.Q4_K, LB, E8, Before(1, 16, DENSE_UP)),
-    rule("ffn_up", two(T.Q2_K), LB, E8, Before(1, 8, DENSE_UP)),
-    rule("ffn_down_exps", T.IQ2_XXS, LB, E8, EDGE),
-    rule("ffn_down_exps", T.IQ1_M, LB, E8),
-    rule(("ffn_gate_exps", "ffn_up_exps"), UP, LB, E8, EDGE),
-    rule(("ffn_gate_exps", "ffn_up_exps"), DOWN, LB, E8),
-    rule("ffn_down_shexp", T.Q5_K, LB, E8, UseMoreBits(OWN)),
-    rule("ffn_down_shexp", T.IQ4_XS, LB, E8),
-    rule(("ffn_gate_shexp", "ffn_up_shexp"), T.IQ4_XS, LB, E8, UseMoreBits(OWN)),
-    rule(("ffn_gate_shexp", "ffn_up_shexp"), T.IQ3_S, LB, E8),
-    rule("attn_output", T.IQ4_XS, LB, UseMoreBits(OWN), note="any expert count"),
-    rule("attn_output", T.IQ3_S, LB),
+    rule("attn_kv_a_mqa", T.Q4_K, LOW_BIT, MANY_EXPERTS),
+    rule("attn_kv_b", T.Q4_K, LOW_BIT, MANY_EXPERTS, Before(1, 8, ATTN_WV)),
+    rule("attn_kv_b", iq3_s_on_iq2_s_m(T.Q2_K), LOW_BIT, MANY_EXPERTS, UseMoreBits(ATTN_WV)),
+    rule("attn_kv_b", Default(), LOW_BIT, MANY_EXPERTS, note="the table's 'unchanged' is b6700's default; newer pins treat attn_kv_b as attn_v"),
+    rule("attn_q_a", T.Q4_K, LOW_BIT, MANY_EXPERTS),
+    rule("attn_q_b", iq3_s_on_iq2_s_m(T.Q2_K), LOW_BIT, MANY_EXPERTS),
+    rule("ffn_down", T.Q6_K, LOW_BIT, MANY_EXPERTS, Before(1, 16, DENSE_DOWN)),
+    rule("ffn_down", iq3_s_on_iq2_s_m(T.Q2_K), LOW_BIT, MANY_EXPERTS, Before(1, 8, DENSE_DOWN)),
+    rule("ffn_down", Default(), LOW_BIT, MANY_EXPERTS, note="stock's shared ffn_down counter must not decide here"),
+    rule("ffn_gate", T.Q4_K, LOW_BIT, MANY_EXPERTS, Before(1, 16, DENSE_GATE)),
+    rule("ffn_gate", iq3_s_on_iq2_s_m(T.Q2_K), LOW_BIT, MANY_EXPERTS, Before(1, 8, DENSE_GATE)),
+    rule("ffn_up", T.Q4_K, LOW_BIT, MANY_EXPERTS, Before(1, 16, DENSE_UP)),
+    rule("ffn_up", iq3_s_on_iq2_s_m(T.Q2_K), LOW_BIT, MANY_EXPERTS, Before(1, 8, DENSE_UP)),
+    rule("ffn_down_exps", T.IQ2_XXS, LOW_BIT, MANY_EXPERTS, EDGE),
+    rule("ffn_down_exps", T.IQ1_M, LOW_BIT, MANY_EXPERTS),
+    rule(("ffn_gate_exps", "ffn_up_exps"), UP, LOW_BIT, MANY_EXPERTS, EDGE),
+    rule(("ffn_gate_exps", "ffn_up_exps"), DOWN, LOW_BIT, MANY_EXPERTS),
+    rule("ffn_down_shexp", T.Q5_K, LOW_BIT, MANY_EXPERTS, UseMoreBits(OWN)),
+    rule("ffn_down_shexp", T.IQ4_XS, LOW_BIT, MANY_EXPERTS),
+    rule(("ffn_gate_shexp", "ffn_up_shexp"), T.IQ4_XS, LOW_BIT, MANY_EXPERTS, UseMoreBits(OWN)),
+    rule(("ffn_gate_shexp", "ffn_up_shexp"), T.IQ3_S, LOW_BIT, MANY_EXPERTS),
+    rule("attn_output", T.IQ4_XS, LOW_BIT, UseMoreBits(OWN), note="any expert count"),
+    rule("attn_output", T.IQ3_S, LOW_BIT),
 )
 
 SHEXP = ("ffn_down_shexp", "ffn_gate_shexp", "ffn_up_shexp")
@@ -91,21 +91,21 @@ NO_IMATRIX_IQ4 = ByFtype((("IQ4_NL", T.Q5_K), ("IQ4_XS", T.Q5_K)))
 
 HIGHER_BIT = (
     n_expert_fix.ATTN_K,
-    rule(SHEXP, T.Q8_0, HB, E8, UseMoreBits(OWN)),
+    rule(SHEXP, T.Q8_0, HIGHER_BIT, MANY_EXPERTS, UseMoreBits(OWN)),
     rule(SHEXP, ByFtype((("Q4_K_S", T.Q5_K), ("Q3_K_L", T.Q5_K), ("Q4_K_M", T.Q6_K), ("Q5_K_S", T.Q6_K),
-                         ("Q5_K_M", T.Q8_0)), T.Q5_K), HB, E8),
-    rule("ffn_down_exps", T.Q4_1, Ftypes(("Q4_0",)), Imatrix(True), E8, UseMoreBits(OWN)),
-    rule("ffn_down_exps", T.Q5_1, Ftypes(("Q5_0",)), Imatrix(True), E8, UseMoreBits(OWN)),
-    rule("ffn_down_exps", HB_UP, HB_UP_FTYPES, E8, UseMoreBits(OWN)),
-    rule("ffn_down_exps", NO_IMATRIX_IQ4, Ftypes(("IQ4_NL", "IQ4_XS")), Imatrix(False), E8, UseMoreBits(OWN)),
-    rule("ffn_down_exps", Default(), HB, E8, note="CC-MoE's rule comes before stock's ffn_down rule"),
+                         ("Q5_K_M", T.Q8_0)), T.Q5_K), HIGHER_BIT, MANY_EXPERTS),
+    rule("ffn_down_exps", T.Q4_1, Ftypes(("Q4_0",)), Imatrix(True), MANY_EXPERTS, UseMoreBits(OWN)),
+    rule("ffn_down_exps", T.Q5_1, Ftypes(("Q5_0",)), Imatrix(True), MANY_EXPERTS, UseMoreBits(OWN)),
+    rule("ffn_down_exps", HB_UP, HB_UP_FTYPES, MANY_EXPERTS, UseMoreBits(OWN)),
+    rule("ffn_down_exps", NO_IMATRIX_IQ4, Ftypes(("IQ4_NL", "IQ4_XS")), Imatrix(False), MANY_EXPERTS, UseMoreBits(OWN)),
+    rule("ffn_down_exps", Default(), HIGHER_BIT, MANY_EXPERTS, note="CC-MoE's rule comes before stock's ffn_down rule"),
     *n_expert_fix.ATTN_OUTPUT,
-    rule("attn_kv_a_mqa", T.Q8_0, HB, E8),
-    rule("attn_kv_b", Default(), HB, E8, note="as on b6700: stock's attn_v rules reach attn_kv_b only on newer pins"),
+    rule("attn_kv_a_mqa", T.Q8_0, HIGHER_BIT, MANY_EXPERTS),
+    rule("attn_kv_b", Default(), HIGHER_BIT, MANY_EXPERTS, note="as on b6700: stock's attn_v rules reach attn_kv_b only on newer pins"),
     rule(("attn_k_b", "attn_v_b"), ByFtype((("Q4_K_M", T.Q6_K), ("Q5_K_S", T.Q6_K), ("Q5_K_M", T.Q8_0)), T.Q5_K),
-         HB, E8),
-    rule("attn_q_b", ByFtype((("Q4_K_M", T.Q5_K), ("Q5_K_S", T.Q5_K), ("Q5_K_M", T.Q6_K)), T.Q4_K), HB, E8),
-    rule("attn_q_a", ByFtype((("Q4_K_M", T.Q6_K), ("Q5_K_S", T.Q6_K), ("Q5_K_M", T.Q8_0)), T.Q5_K), HB, E8),
+         HIGHER_BIT, MANY_EXPERTS),
+    rule("attn_q_b", ByFtype((("Q4_K_M", T.Q5_K), ("Q5_K_S", T.Q5_K), ("Q5_K_M", T.Q6_K)), T.Q4_K), HIGHER_BIT, MANY_EXPERTS),
+    rule("attn_q_a", ByFtype((("Q4_K_M", T.Q6_K), ("Q5_K_S", T.Q6_K), ("Q5_K_M", T.Q8_0)), T.Q5_K), HIGHER_BIT, MANY_EXPERTS),
 )
 
 # CC-MoE sends every block-256 type (and Q4_K..Q6_K) to Q8_0 when a row does not fit.

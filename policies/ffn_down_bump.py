@@ -7,7 +7,7 @@ with several ffn_down kinds (dense `ffn_down`, `ffn_down_exps`, `ffn_down_shexp`
 ahead of the block index and the bump covers too few blocks. In this policy the bump reads
 the tensor's block index `i` (from `blk.<i>.`) against the block count `n`:
 
-    every ffn_down kind, low-bit ftype:  i <  n/8  -> two(Q2_K)   (IQ3_S for IQ2_S/IQ2_M)
+    every ffn_down kind, low-bit ftype:  i <  n/8  -> iq3_s_on_iq2_s_m(Q2_K)   (IQ3_S for IQ2_S/IQ2_M)
                                          i >= n/8  -> the ftype's default type
 
 (C integer division.) For DeepSeek-V3 (61 blocks, 3 dense, then ffn_down_exps and
@@ -30,12 +30,12 @@ For: MoE models with dense leading blocks or shared experts: DeepSeek-V2/V3/R1, 
 GLM-4.5, and any model where ffn_down kinds share stock's counter.
 """
 
-from qpatch.policy.blocks import LB_NAMES
+from qpatch.policy.blocks import LOW_BIT_NAMES
 from qpatch.policy.model import AtLeast, Before, Block, ByFtype, Default, Ftypes, Policy, Select, rule
 from qpatch.gguf.catalogue import T
 
 FFN_DOWN = Select(contains="ffn_down")
-LOW = Ftypes(LB_NAMES + ("IQ2_KS", "IQ2_XXS_R4", "IQ2_XS_R4", "IQ2_M_R4"), "low-bit")  # the last four: ik only
+LOW = Ftypes(LOW_BIT_NAMES + ("IQ2_KS", "IQ2_XXS_R4", "IQ2_XS_R4", "IQ2_M_R4"), "low-bit")  # the last four: ik only
 TWO_Q2_K = ByFtype((("IQ2_S", T.IQ3_S), ("IQ2_M", T.IQ3_S), ("IQ2_M_R4", T.IQ3_S)), T.Q2_K)
 
 BUMP = rule(FFN_DOWN, TWO_Q2_K, LOW, Before(1, 8, Block()), note="first eighth of the blocks")

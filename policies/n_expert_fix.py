@@ -39,22 +39,22 @@ is documented in docs/policies/n-expert-fix.md; it is not an expert-count bug.
 
 from qpatch.gguf.catalogue import T
 
-from qpatch.policy.blocks import E8, HB, LB
+from qpatch.policy.blocks import MANY_EXPERTS, HIGHER_BIT, LOW_BIT
 from qpatch.policy.model import Arch, Default, Ftypes, Not, Policy, Select, UseMoreBits, rule
 
 ATTN_OUTPUT_Q5K = Ftypes(("Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M", "IQ3_S",
                           "IQ3_M", "IQ4_XS"))
 
-LOW_BIT_ATTN_K = rule("attn_k", T.Q4_K, LB, E8)
-LOW_BIT_ATTN_OUTPUT = rule("attn_output", T.Q5_K, LB, E8)
-ATTN_V = rule(Select(stock="attn_v"), T.Q8_0, HB, E8, note="every tensor stock's attn_v rules decide on the pin")
-ATTN_K = rule("attn_k", T.Q8_0, HB, E8)
+LOW_BIT_ATTN_K = rule("attn_k", T.Q4_K, LOW_BIT, MANY_EXPERTS)
+LOW_BIT_ATTN_OUTPUT = rule("attn_output", T.Q5_K, LOW_BIT, MANY_EXPERTS)
+ATTN_V = rule(Select(stock="attn_v"), T.Q8_0, HIGHER_BIT, MANY_EXPERTS, note="every tensor stock's attn_v rules decide on the pin")
+ATTN_K = rule("attn_k", T.Q8_0, HIGHER_BIT, MANY_EXPERTS)
 NOT_FALCON = Not(Arch(("falcon",)))
 ATTN_OUTPUT = (
-    rule("attn_output", T.Q5_K, ATTN_OUTPUT_Q5K, E8, NOT_FALCON),
-    rule("attn_output", Default(), HB, E8, NOT_FALCON, note="the n_expert == 8 branch has no else"),
+    rule("attn_output", T.Q5_K, ATTN_OUTPUT_Q5K, MANY_EXPERTS, NOT_FALCON),
+    rule("attn_output", Default(), HIGHER_BIT, MANY_EXPERTS, NOT_FALCON, note="the n_expert == 8 branch has no else"),
 )
-IQ3_M_FFN_DOWN = rule(Select(contains="ffn_down"), T.Q4_K, Ftypes(("IQ3_M",)), E8, UseMoreBits())
+IQ3_M_FFN_DOWN = rule(Select(contains="ffn_down"), T.Q4_K, Ftypes(("IQ3_M",)), MANY_EXPERTS, UseMoreBits())
 
 RULES = (LOW_BIT_ATTN_K, LOW_BIT_ATTN_OUTPUT, ATTN_V, ATTN_K, *ATTN_OUTPUT, IQ3_M_FFN_DOWN)
 

@@ -114,7 +114,7 @@ def main(out_dir: Path):
                 pin_opt = "" if home == DEFAULT_PIN else f" --pin {home}"
                 parts += [f"## {ft} {with_im} imatrix on pin {home}: what changes against stock",
                           "", f"`qpatch plan {label} --ftype {ft}{im_opt}{pin_opt} --policy {name} "
-                          f"--compare stock`", "", "```", report.render_compare(base, new), "```", ""]
+                          f"--compare stock`", "", "```", report.format_compare(base, new), "```", ""]
             parts += ["## Where this policy's types differ between pins", "",
                       f"Every tensor of a DeepSeek-V3-shaped and a DeepSeek-V2-Lite-shaped model, every ftype both "
                       f"pins of the same code base have, imatrix on and off: the other pin's type (*there*) against {home}'s "

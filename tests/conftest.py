@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import stock_binary
 import zoo
@@ -50,3 +52,19 @@ def patched_build():
     pb = PatchedBuild()
     pb.ensure()
     return pb
+
+
+# Fixtures that need a pin's source: its sdist from the package index (pip download, then cached under
+# ~/.cache/qpatch). A test using one, or a compiled binary (made from that source), is marked `sdist`:
+# `-m "not sdist"` runs on a machine with no index and an empty cache.
+SDIST_FIXTURES = frozenset({"upstream", "stock_quantize", "current_quantize", "patched_build", "current_patched_build",
+                            "ik_stock"})
+
+
+def pytest_collection_modifyitems(config, items):
+    has_gpu = shutil.which("nvidia-smi") is not None
+    for item in items:
+        if SDIST_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("binary"):
+            item.add_marker(pytest.mark.sdist)
+        if item.get_closest_marker("gpu") and not has_gpu:
+            item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU (nvidia-smi); run on the device"))

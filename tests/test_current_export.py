@@ -38,6 +38,6 @@ def test_stock_binary_with_exported_list_chooses_the_policys_types(policy, model
     assert got["returncode"] == 0, got["log_tail"]
     assert got["types"] == want, {n: (want[n], got["types"][n]) for n in want if got["types"].get(n) != want[n]}
     f = tmp_path / "types.txt"
-    f.write_text(ex_mod.render(ex, "tensor-type-file"))
+    f.write_text(ex_mod.format_recipe(ex, "tensor-type-file"))
     got = dry_run.run(current_quantize, path, ftype, imatrix=imatrix, args=["--tensor-type-file", str(f)])
     assert got["returncode"] == 0 and got["types"] == want

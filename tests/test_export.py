@@ -82,7 +82,7 @@ def reachable(pp, base) -> dict[str, T]:
 def assert_equivalent(pp) -> ex_mod.Export:
     """Export pp and prove the exported text against the stock model, independently of export's own check."""
     ex = ex_mod.export(pp)
-    tensor_types = read_back(ex_mod.render(ex, "tensor-type-file"))
+    tensor_types = read_back(ex_mod.format_recipe(ex, "tensor-type-file"))
     assert tensor_types == ex.tensor_types
     stock = plan(pp.model, ex_mod.STOCK, dataclasses.replace(pp.options, tensor_types=tensor_types))
     lost = {i.name for i in ex.inexpressible}

@@ -77,10 +77,8 @@ def test_stock_with_exported_list_writes_what_the_patched_binary_writes(
     assert ex.overrides, "a round trip without overrides proves nothing"
     args = [a for o in ex.overrides for a in ("--tensor-type", o.spec)]
 
-    runner.run(stock_binary, model, tmp_path / "stock.gguf", ftype, imatrix=im, extra_args=args, threads=1,
-                 progress=False)
-    runner.run(patched_binary(policy), model, tmp_path / "patched.gguf", ftype, imatrix=im, threads=1,
-                 progress=False)
+    runner.run(stock_binary, model, tmp_path / "stock.gguf", ftype, imatrix=im, extra_args=args, threads=1)
+    runner.run(patched_binary(policy), model, tmp_path / "patched.gguf", ftype, imatrix=im, threads=1)
     stock, patched = _types(tmp_path / "stock.gguf"), _types(tmp_path / "patched.gguf")
 
     assert patched == pp.types(), "the patched binary does not write the policy's plan"

@@ -290,7 +290,7 @@ def test_stock_binary_with_exported_custom_q_chooses_what_the_patched_one_does(p
     pp = job.make_plan(path, ftype, policy=policy, imatrix=imatrix, pin=IK_PIN)
     ex = ex_mod.export(pp)
     assert ex.overrides and ex.complete, ex.inexpressible
-    text = ex_mod.render(ex, "custom-q")
+    text = ex_mod.format_recipe(ex, "custom-q")
     custom_q = text.strip().splitlines()[-1]
     stock = ik_dry_run.run(ik_stock, path, ftype, imatrix=imatrix, args=["--custom-q", custom_q])
     patched = ik_dry_run.run(BUILDS.switch(policy), path, ftype, imatrix=imatrix)

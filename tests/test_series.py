@@ -126,7 +126,7 @@ def test_rebase_report_4227c9be_to_0c1e57098(checkout, upstream):
     hunks = report.current[0].hunks
     assert len(hunks) == 6 and {h.state for h in hunks} == {CONFLICTS}
     assert [r.state for r in report.own] == [APPLIES]
-    text = report.render()
+    text = report.describe()
     assert f"  0001-qpatch-hook.patch  conflicts\n      {QUANT} hunk 1/6: conflicts" in text
     assert "hunk 3/6: conflicts         @@ -433,6 +437,9 @@ static ggml_type llama_tensor_get_type(" in text
     assert text.endswith("verdict: 0c1e57098 is usable: its own series applies")

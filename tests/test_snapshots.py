@@ -28,6 +28,8 @@ from qpatch.gguf.catalogue import T
 from qpatch.predict.evaluate import Options, ggml_n_dims
 from qpatch.recipes.export import STOCK
 
+pytestmark = pytest.mark.sdist  # upstream's snapshot files come from the pin's source
+
 FAMILY = family_of(PIN)
 
 REAL = {"deepseek-v3.1": ("DeepSeek-V3.1-Terminus.json", "deepseek2"),

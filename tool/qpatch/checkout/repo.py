@@ -96,7 +96,7 @@ class Status:
             return self.branch.removeprefix("qpatch/")
         return None
 
-    def render(self) -> str:
+    def describe(self) -> str:
         at = "pristine commit" if self.head == self.pristine else (
             f"branch {self.branch}" if self.branch else f"detached HEAD {self.head[:12]}")
         lines = [
@@ -136,7 +136,7 @@ class RebaseReport:
     def ok(self) -> bool:
         return all(r.state == APPLIES for r in self.own)
 
-    def render(self) -> str:
+    def describe(self) -> str:
         return "\n".join([
             f"rebase {self.from_pin} -> {self.to_pin} (pristine {self.target[:12]}, from {self.source})",
             f"series of {self.from_pin} on {self.to_pin}:",
@@ -457,7 +457,7 @@ class Checkout:
         self.ensure_clean()
         report = self.rebase_report(to, source, current)
         if not report.ok:
-            raise CheckoutError("not moved: " + report.render().splitlines()[-1].removeprefix("verdict: "),
+            raise CheckoutError("not moved: " + report.describe().splitlines()[-1].removeprefix("verdict: "),
                                 hint=f"see `qpatch rebase --to {to.name}`")
         repo, old = self.repo, self.pristine_commit
         repo.git.update_ref(PIN_REFS + self.pin_name, old)  # the old pin stays at hand

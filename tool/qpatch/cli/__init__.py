@@ -74,13 +74,13 @@ def plan_cmd(model, ftype, policy, imatrix, output_tensor_type, token_embedding_
         if fmt == "json":
             click.echo(report.compare_json(base, p))
         else:
-            click.echo(report.render_compare(base, p, markdown=fmt == "markdown"))
+            click.echo(report.format_compare(base, p, markdown=fmt == "markdown"))
     elif fmt == "json":
-        click.echo(report.render_json(p))
+        click.echo(report.format_json(p))
     elif fmt == "markdown":
-        click.echo(report.render_markdown(p))
+        click.echo(report.format_markdown(p))
     else:
-        click.echo(report.render_table(p, show_unquantized=show_all))
+        click.echo(report.format_table(p, show_unquantized=show_all))
     n = len(p.errors) + (len(base.errors) if compare else 0)
     if n:
         raise QuantizeError(f"llama-quantize would fail on this job ({n} problem(s) listed above)")

@@ -103,7 +103,7 @@ def fetch_cmd(pin, source, directory):
 def status_cmd(directory):
     """Show the checkout's pin, source, pristine commit, applied policy and patches, and dirt."""
     c = _checkout(directory)
-    click.echo(c.status().render().replace(str(c.path), _shown(c.path), 1))
+    click.echo(c.status().describe().replace(str(c.path), _shown(c.path), 1))
 
 
 @click.command("reset")
@@ -173,10 +173,10 @@ def rebase_cmd(to, do_apply, source, directory):
     target = load_pin(to)
     if do_apply:
         report = c.rebase(target, source=source)
-        click.echo(report.render())
+        click.echo(report.describe())
         click.echo(f"moved {_shown(c.path)} to pin {to} (pristine {report.target[:12]}); "
                    "run `qpatch apply POLICY` to re-apply a policy")
     else:
-        click.echo(c.rebase_report(target, source=source).render())
+        click.echo(c.rebase_report(target, source=source).describe())
         click.echo("nothing changed; run again with --apply to move the checkout")
 

@@ -50,6 +50,6 @@ def export_cmd(policy, model, ftype, imatrix, fmt, pin, allow_partial):
     if fmt == "tensor-type-file":  # the file holds overrides only; what it is for goes to stderr
         for line in export.header(ex, imatrix=im):
             click.echo(line, err=True)
-    click.echo(export.render(ex, fmt, imatrix=im), nl=False)
+    click.echo(export.format_recipe(ex, fmt, imatrix=im), nl=False)
 
 

@@ -8,17 +8,17 @@ from qpatch.gguf.catalogue import T, all_ftypes
 from qpatch.policy.model import ByFtype, Experts, Ftypes, Select
 
 # The six very-low-bit ftypes that stock handles in one branch.
-LB_NAMES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M")
+LOW_BIT_NAMES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M")
 # Every other ftype for which type choice runs, except MXFP4_MOE, in any pin family (a pin's render
 # lists the ones it has).
-HB_NAMES = tuple(f.name for f in all_ftypes() if f.quantizes and f.name not in LB_NAMES and f.name != "MXFP4_MOE")
+HIGHER_BIT_NAMES = tuple(f.name for f in all_ftypes() if f.quantizes and f.name not in LOW_BIT_NAMES and f.name != "MXFP4_MOE")
 
-LB = Ftypes(LB_NAMES, "low-bit")
-HB = Ftypes(HB_NAMES, "higher-bit")
-E8 = Experts(">=", 8)
+LOW_BIT = Ftypes(LOW_BIT_NAMES, "low-bit")
+HIGHER_BIT = Ftypes(HIGHER_BIT_NAMES, "higher-bit")
+MANY_EXPERTS = Experts(">=", 8)
 
 
-def two(otherwise: T) -> ByFtype:
+def iq3_s_on_iq2_s_m(otherwise: T) -> ByFtype:
     """Stock's idiom: IQ3_S for IQ2_S and IQ2_M, else `otherwise`."""
     return ByFtype((("IQ2_S", T.IQ3_S), ("IQ2_M", T.IQ3_S)), otherwise)
 

@@ -132,7 +132,7 @@ def to_json(plan: Plan) -> dict:
     }
 
 
-def render_json(plan: Plan) -> str:
+def format_json(plan: Plan) -> str:
     return json.dumps(to_json(plan), indent=2)
 
 
@@ -206,7 +206,7 @@ def _said(kind: str, msg: str) -> list[str]:
                          break_long_words=False) or [f"{kind}:"]
 
 
-def render_table(plan: Plan, *, show_unquantized: bool = False) -> str:
+def format_table(plan: Plan, *, show_unquantized: bool = False) -> str:
     rows = []
     for g in groups(plan):
         if not show_unquantized and g.rule.startswith("not quantized"):
@@ -233,7 +233,7 @@ def render_table(plan: Plan, *, show_unquantized: bool = False) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(plan: Plan) -> str:
+def format_markdown(plan: Plan) -> str:
     lines = [f"**{_header(plan)}**", "", "| tensors | type | n | size | rule |", "|---|---|---:|---:|---|"]
     for g in groups(plan):
         if g.rule.startswith("not quantized"):
@@ -245,7 +245,7 @@ def render_markdown(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def render_compare(base: Plan, new: Plan, *, markdown: bool = False) -> str:
+def format_compare(base: Plan, new: Plan, *, markdown: bool = False) -> str:
     """What `new` changes relative to `base`: per kind and block range, from -> to, the size change, the rule;
     rows grouped by kind (in the model's order), then by first block."""
     rows: list[tuple[str, str, str, str, str, str]] = []

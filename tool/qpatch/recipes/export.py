@@ -97,22 +97,22 @@ class ExportBug(AssertionError):
     """The self-check found a tensor the exported list gets wrong: a bug in qpatch, not in the input."""
 
 
-def export(pp: Plan) -> Export:
-    """The overrides that make stock llama-quantize write `pp` (a policy's plan), checked."""
-    o = pp.options
+def export(target: Plan) -> Export:
+    """The overrides that make stock llama-quantize write `target` (a policy's plan), checked."""
+    o = target.options
     if (o.tensor_types or o.pure or o.output_tensor_type or o.token_embedding_type or o.leave_output_tensor
             or o.kind_types or o.ignore_imatrix_rules):
         raise UsageError("export takes a plan without command-line type options (--tensor-type, --pure, ...)")
-    if pp.errors:
-        more = f" (and {len(pp.errors) - 1} more)" if len(pp.errors) > 1 else ""
+    if target.errors:
+        more = f" (and {len(target.errors) - 1} more)" if len(target.errors) > 1 else ""
         raise QuantizeError(f"the patched llama-quantize would fail on this job, so there is nothing to export: "
-                            f"{pp.errors[0]}{more}")
-    family = pp.family
-    base = plan(pp.model, STOCK, o, family, pp.pin)
+                            f"{target.errors[0]}{more}")
+    family = target.family
+    base = plan(target.model, STOCK, o, family, target.pin)
     targets: dict[str, T] = {}  # every tensor the list can reach -> the policy's type
     need: dict[str, T] = {}  # those where stock differs
     lost: list[Inexpressible] = []
-    for p, s in zip(pp.tensors, base.tensors):
+    for p, s in zip(target.tensors, base.tensors):
         if not s.chosen:
             continue  # no type choice at all, for stock and policy alike
         try:
@@ -128,27 +128,27 @@ def export(pp: Plan) -> Export:
             need[p.name] = p.type
     # An override that replaces the mix also skips stock's counters (first-match families), which can move
     # later tensors' stock choices: those need overrides too, until nothing moves.
-    for _ in range(len(pp.tensors) + 1):
-        overrides = _minimise(pp.model, targets, need)
-        check = plan(pp.model, STOCK, dataclasses.replace(o, tensor_types=tuple((v.pattern, v.type) for v in overrides)),
-                     family, pp.pin)
-        moved = {c.name: targets[c.name] for p, c in zip(pp.tensors, check.tensors)
+    for _ in range(len(target.tensors) + 1):
+        overrides = _minimise(target.model, targets, need)
+        check = plan(target.model, STOCK, dataclasses.replace(o, tensor_types=tuple((v.pattern, v.type) for v in overrides)),
+                     family, target.pin)
+        moved = {c.name: targets[c.name] for p, c in zip(target.tensors, check.tensors)
                  if c.name in targets and c.name not in need and c.type != p.type}
         if not moved:
             break
         need.update(moved)
-    lost += _stock_aborts(pp, base, check, {i.name for i in lost})
-    _self_check(pp, check, overrides, {i.name for i in lost})
-    order = {t.name: i for i, t in enumerate(pp.model.tensors)}
+    lost += _stock_aborts(target, base, check, {i.name for i in lost})
+    _self_check(target, check, overrides, {i.name for i in lost})
+    order = {t.name: i for i, t in enumerate(target.model.tensors)}
     lost.sort(key=lambda i: order[i.name])
     if family.tensor_type_flag == "--custom-q":  # ik matches ggml_type_name exactly (q4_K, iq4_ks)
         overrides = tuple(dataclasses.replace(v, type_name=family.catalogue.ggml_name(v.type)) for v in overrides)
-    return Export(pp, base, check, overrides, tuple(lost))
+    return Export(target, base, check, overrides, tuple(lost))
 
 
-def _stock_aborts(pp: Plan, base: Plan, check: Plan, known: set[str]) -> list[Inexpressible]:
+def _stock_aborts(target: Plan, base: Plan, check: Plan, known: set[str]) -> list[Inexpressible]:
     """Tensors on which stock llama-quantize aborts, with or without the list, and the patched binary does not."""
-    policy_type = {t.name: t.type for t in pp.tensors}
+    policy_type = {t.name: t.type for t in target.tensors}
     stock_type = {t.name: t.type for t in check.tensors}
     out = []
     for e in check.errors:
@@ -163,9 +163,9 @@ def _stock_aborts(pp: Plan, base: Plan, check: Plan, known: set[str]) -> list[In
     return out
 
 
-def _self_check(pp: Plan, check: Plan, overrides, lost: set[str]):
+def _self_check(target: Plan, check: Plan, overrides, lost: set[str]):
     wrong = [f"{p.name}: policy {p.type.name}, stock with the list {c.type.name}"
-             for p, c in zip(pp.tensors, check.tensors) if p.type != c.type and p.name not in lost]
+             for p, c in zip(target.tensors, check.tensors) if p.type != c.type and p.name not in lost]
     if wrong:
         raise ExportBug(f"export self-check failed for {len(wrong)} tensor(s), e.g. {wrong[0]}; list: "
                         + " ".join(o.spec for o in overrides))
@@ -422,7 +422,7 @@ def describe_lost(lost: tuple[Inexpressible, ...]) -> list[str]:
     return lines
 
 
-def render(ex: Export, fmt: str = "tensor-type", *, imatrix: str | None = None) -> str:
+def format_recipe(ex: Export, fmt: str = "tensor-type", *, imatrix: str | None = None) -> str:
     """The list in one of FORMATS, with `#` comment lines on top naming what it is for and its count."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format '{fmt}'", hint=f"formats: {', '.join(FORMATS)}")

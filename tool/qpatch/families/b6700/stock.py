@@ -101,24 +101,24 @@ class StockModel:
 
     def __init__(self, model: ModelFacts, ftype: str, state: StockState, output_tensor_type: T | None = None,
                  token_embedding_type: T | None = None):
-        self.m = model
+        self.model = model
         self.ftype = ftype
-        self.s = state
+        self.state = state
         self.output_tensor_type = output_tensor_type
         self.token_embedding_type = token_embedding_type
 
     # -- helpers mirroring the lambdas in llama_tensor_get_type
     def _layer(self, counter: int, name: str) -> tuple[int, int]:
         """layer_info: the block index from the name for MoE models, else the running counter."""
-        if max(1, self.m.n_expert) > 1:
+        if max(1, self.model.n_expert) > 1:
             i = block_of(name)
             if i < 0:
                 raise ValueError(f"Failed to determine layer for tensor {name}")
-            return i, self.s.n_layer
-        return counter, self.s.n_layer
+            return i, self.state.n_layer
+        return counter, self.state.n_layer
 
     def _is_70b(self) -> bool:
-        return is_70b(self.m)
+        return is_70b(self.model)
 
     def _two(self, otherwise: T) -> T:
         return T.IQ3_S if self.ftype in ("IQ2_S", "IQ2_M") else otherwise
@@ -126,7 +126,7 @@ class StockModel:
     # -- the branch classifier: llama.cpp's if/else-if order on names and ftype
     def choose(self, name: str, ne: tuple[int, ...], default: T) -> tuple[T, str]:
         f = self.ftype
-        if name == "output.weight" or (not self.s.has_output and name == "token_embd.weight"):
+        if name == "output.weight" or (not self.state.has_output and name == "token_embd.weight"):
             return self._output(ne, default)
         if f == "MXFP4_MOE":
             return (T.MXFP4, "stock:mxfp4_moe/experts") if len(ne) > 2 and ne[2] > 1 else (T.Q8_0, "stock:mxfp4_moe/other")
@@ -161,7 +161,7 @@ class StockModel:
         f = self.ftype
         if f == "MXFP4_MOE":
             return T.Q8_0, "stock:output/mxfp4_moe"
-        if self.m.arch == "falcon" or ne[0] % block_size(default) != 0:
+        if self.model.arch == "falcon" or ne[0] % block_size(default) != 0:
             return T.Q8_0, "stock:output/falcon-or-row"
         if f in _OUTPUT_Q5K:
             return T.Q5_K, "stock:output/low-bit"
@@ -186,7 +186,7 @@ class StockModel:
 
     def _low_bit_at(self, site: str, default) -> tuple[T, str]:
         """The low-bit ftypes' branch for a tensor at `site` (the attn_v, attn_k, ffn_down or attn_output rules)."""
-        f, m, s = self.ftype, self.m, self.s
+        f, m, s = self.ftype, self.model, self.state
         if site == "attn_v":
             s.i_attention_wv += 1
             if m.n_gqa >= 4 or m.n_expert >= 4:
@@ -210,7 +210,7 @@ class StockModel:
         return default, "default"
 
     def _attn_v(self, default) -> tuple[T, str]:
-        f, m, s = self.ftype, self.m, self.s
+        f, m, s = self.ftype, self.model, self.state
         gqa4 = m.n_gqa >= 4
         t, why = default, "default"
         if f == "Q2_K":
@@ -242,7 +242,7 @@ class StockModel:
         return t, why
 
     def _attn_k(self, default) -> tuple[T, str]:
-        if self.m.n_expert == 8:
+        if self.model.n_expert == 8:
             return T.Q8_0, "stock:attn_k n_expert==8"
         if self.ftype == "IQ3_XS":
             return T.IQ3_XXS, "stock:attn_k/IQ3_XS"
@@ -251,7 +251,7 @@ class StockModel:
         return default, "default"
 
     def _ffn_down(self, name, default) -> tuple[T, str]:
-        f, m, s = self.ftype, self.m, self.s
+        f, m, s = self.ftype, self.model, self.state
         i, n = self._layer(s.i_ffn_down, name)
         falcon = m.arch == "falcon"
         t, why = default, "default"
@@ -292,7 +292,7 @@ class StockModel:
         return t, why
 
     def _attn_output(self, default) -> tuple[T, str]:
-        f, m = self.ftype, self.m
+        f, m = self.ftype, self.model
         if m.arch != "falcon":
             if m.n_expert == 8:
                 if f in _ATTN_OUT_E8:
@@ -305,11 +305,11 @@ class StockModel:
         return default, "default"
 
     def _gate_up(self, name, default, counter: str, kind: str) -> tuple[T, str]:
-        i, n = self._layer(getattr(self.s, counter), name)
+        i, n = self._layer(getattr(self.state, counter), name)
         t, why = default, "default"
         if self.ftype == "IQ3_XS" and (i >= n // 8 and i < 7 * n // 8):
             t, why = T.IQ3_XXS, f"stock:{kind}/IQ3_XS middle"
-        setattr(self.s, counter, getattr(self.s, counter) + 1)
+        setattr(self.state, counter, getattr(self.state, counter) + 1)
         return t, why
 
 

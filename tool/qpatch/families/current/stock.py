@@ -134,7 +134,7 @@ class StockModel(b6700.StockModel):
         super().__init__(model, ftype, state, output_tensor_type, None)
 
     def _is_70b(self) -> bool:
-        return is_70b(self.m)
+        return is_70b(self.model)
 
     def _layer(self, counter: int, name: str) -> tuple[int, int]:
         i, n = super()._layer(counter, name)
@@ -143,7 +143,7 @@ class StockModel(b6700.StockModel):
         return i, n
 
     def mix(self, name: str, ne: tuple[int, ...], new: T, cat: str) -> tuple[T, str]:
-        f, m, s = self.ftype, self.m, self.s
+        f, m, s = self.ftype, self.model, self.state
         if m.arch == "glm5-next" and any(k in name for k in ("attn_q_a", "attn_q_b", "nextn.eh_proj")):
             if new not in (T.F32, T.BF16, T.F16):
                 return T.Q8_0, "stock:glm5-next/keep q8_0"

@@ -142,13 +142,13 @@ class StockModel:
     """llama_tensor_get_type, before the policy hook, --custom-q and the shape fallback."""
 
     def __init__(self, m: ModelFacts, ftype: str, st: State, kind_types: dict[str, T]):
-        self.m, self.f, self.st, self.opt = m, ftype, st, kind_types
+        self.model, self.ftype, self.state, self.kind_types = m, ftype, st, kind_types
         self.n_expert = m.n_expert  # hparams.n_expert (layer_info uses max(1, n_expert))
         self.gqa = m.n_gqa
         self.type = model_type(m)
 
     def layer_info(self, counter: str, name: str) -> tuple[int, int]:
-        n_layer = self.st.n_layer
+        n_layer = self.state.n_layer
         if max(1, self.n_expert) > 1:
             mm = _BLK.match(name)
             if not mm:
@@ -157,11 +157,11 @@ class StockModel:
             if i < 0 or i >= n_layer:
                 raise ValueError(f"Bad layer {i} for tensor {name}. Must be in [0, {n_layer})")
             return i, n_layer
-        return self.st.i[counter], n_layer
+        return self.state.i[counter], n_layer
 
     def choose(self, name: str, shape: tuple[int, ...], new: T) -> tuple[T, str]:
         """Stock's type for `name` (default type `new`) and the branch that set it."""
-        f, ne, gqa, st, opt = self.f, self.n_expert, self.gqa, self.st, self.opt
+        f, ne, gqa, st, opt = self.ftype, self.n_expert, self.gqa, self.state, self.kind_types
         t, why = self._choose(name, shape, new, f, ne, gqa, st, opt)
         return t, why
 
@@ -171,7 +171,7 @@ class StockModel:
             if "output_tensor_type" in opt:
                 return opt["output_tensor_type"], "--output-tensor-type"
             nx = shape[0]
-            if self.m.arch == "falcon" or nx % QK_K != 0:
+            if self.model.arch == "falcon" or nx % QK_K != 0:
                 return T.Q8_0, "stock:output/row"
             if f in ("IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M", "IQ2_K", "IQ3_K", "IQ2_KS",
                      "IQ3_K_R4", "IQ3_KS", "IQ2_K_R4", "IQ3_XXS_R4", "IQ2_KL", "IQ2_M_R4", "IQ1_S_R4",
@@ -225,7 +225,7 @@ class StockModel:
                 return T.IQ3_XXS, "stock:attn_q"
             if f in ("IQ3_XXS", "IQ3_XXS_R4"):
                 return T.IQ2_S, "stock:attn_q"
-            big = n_vocab(self.m) >= 127999 and self.type in ("8B", "70B")
+            big = n_vocab(self.model) >= 127999 and self.type in ("8B", "70B")
             if f == "Q5_K_S":
                 return (T.Q4_K, "stock:attn_q/8B-70B") if big else (new, "ftype default")
             if f == "IQ5_K":
@@ -316,7 +316,7 @@ class StockModel:
             return (T.IQ3_XXS if s_or_m else T.IQ2_K), "stock:low-bit/attn_qkv"
         if "ffn_down" in name:
             t, why = new, "ftype default"
-            if i["ffn_down"] < st_div8(self.st.n_layer):
+            if i["ffn_down"] < st_div8(self.state.n_layer):
                 t, why = (T.IQ3_S if s_or_m else T.Q2_K), "stock:low-bit/ffn_down first eighth (counter)"
             i["ffn_down"] += 1
             return t, why
@@ -358,14 +358,14 @@ class StockModel:
             return T.Q4_K_R4, why
         if f == "IQ3_XXS":
             return (T.Q4_K if gqa >= 4 else T.IQ3_K if gqa >= 2
-                    else T.IQ3_S if not self.st.has_imatrix else T.IQ3_XXS), why
+                    else T.IQ3_S if not self.state.has_imatrix else T.IQ3_XXS), why
         if f == "IQ3_KT":
             return (T.IQ4_K if gqa >= 4 else T.IQ3_K), why
         if f == "IQ4_KT":
             return (T.IQ5_K if gqa >= 4 else T.IQ4_K), why
         if f == "IQ3_XXS_R4":
             return (T.Q4_K_R4 if gqa >= 4 else T.IQ3_K_R4 if gqa >= 2
-                    else T.IQ3_K_R4 if not self.st.has_imatrix else T.IQ3_XXS_R4), why
+                    else T.IQ3_K_R4 if not self.state.has_imatrix else T.IQ3_XXS_R4), why
         if f in ("IQ3_XS", "IQ3_S") and gqa >= 2:
             return T.IQ4_K, why
         if f == "IQ3_S_R4" and gqa >= 2:
@@ -388,11 +388,11 @@ class StockModel:
             return T.IQ5_K_R4, why
         if f in ("IQ4_K", "IQ4_K_R4") and gqa >= 2:
             return T.IQ5_K, why
-        if f in ("Q4_K_M", "Q5_K_M") and _more_bits(i["attention_wv"], self.st.n_attention_wv):
+        if f in ("Q4_K_M", "Q5_K_M") and _more_bits(i["attention_wv"], self.state.n_attention_wv):
             return T.Q6_K, "stock:attn_v/more-bits"
         if f in ("Q4_K_S", "Q4_K_R4") and i["attention_wv"] < 4:
             return T.Q5_K, why
-        big = n_vocab(self.m) >= 127999 and self.type in ("8B", "70B")
+        big = n_vocab(self.model) >= 127999 and self.type in ("8B", "70B")
         if f == "Q5_K_S":
             return (T.Q6_K, why) if big else (new, "ftype default")
         if f in ("IQ5_K", "IQ5_KS"):
@@ -409,7 +409,7 @@ class StockModel:
 
     def _ffn_down(self, name, new, f, ne, i, opt):
         il, nl = self.layer_info("ffn_down", name)
-        imat = self.st.has_imatrix
+        imat = self.state.has_imatrix
         why = "stock:ffn_down"
         if "ffn_down_type" in opt:
             return opt["ffn_down_type"], "--ffn-down-type"
@@ -425,7 +425,7 @@ class StockModel:
             return (T.IQ4_K if il < nl // 8 else T.IQ3_K), why
         if f == "IQ3_XXS_R4" and not imat:
             return (T.Q4_K_R4 if il < nl // 8 else T.IQ3_K_R4), why
-        falcon = self.m.arch == "falcon"
+        falcon = self.model.arch == "falcon"
         if f == "Q3_K_M":
             return (T.Q5_K if il < nl // 16 else T.Q4_K if (not falcon or _more_bits(il, nl)) else T.Q3_K), why
         if f == "IQ3_M" and (il < nl // 8 or (ne >= 4 and _more_bits(il, nl))):
@@ -456,7 +456,7 @@ class StockModel:
         if "attn_output_type" in opt:
             return opt["attn_output_type"], "--attn-output-type"
         why = "stock:attn_output"
-        if self.m.arch != "falcon":
+        if self.model.arch != "falcon":
             if ne >= 4:
                 if f in ("Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M", "IQ3_S",
                          "IQ3_M", "IQ4_XS", "IQ4_K", "IQ4_KSS", "IQ4_KS", "IQ4_KS_R4", "IQ5_KS", "IQ5_KS_R4",
