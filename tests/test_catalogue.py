@@ -17,6 +17,7 @@ def _pin_of(family: str) -> str:
                 any(s.kind == "sdist" for s in load_pin(p).sources))
 
 
+@pytest.mark.sdist
 @pytest.mark.parametrize("family", names())
 def test_catalogue_is_extracted_from_the_pins_source(family):
     tree = fetched_tree(_pin_of(family))

@@ -21,8 +21,13 @@ from qpatch.families.b6700.predict import is_quantizable
 from qpatch.families.pins import family_of
 from qpatch.gguf.catalogue import T
 from qpatch.predict.evaluate import Options, parse_tensor_type
+from qpatch.gguf.imatrix import read_imatrix
+from qpatch.gguf.model_facts import read_model
+from qpatch.gguf.synth import write_imatrix
+from qpatch.policy import loader
 from qpatch.predict.evaluate import plan as plan_on
 from qpatch.recipes import export as ex_mod
+from zoo import BY_NAME, EXPORT_ZOO, write_zoo
 
 PIN = "4227c9be"  # these proofs run through the b6700 family's Python model (see test_export_binary.py)
 CAT = family_of(PIN).catalogue
@@ -30,36 +35,16 @@ CAT = family_of(PIN).catalogue
 
 def plan(model, policy, opts):
     return plan_on(model, policy, opts, family_of(PIN), PIN)
-from qpatch.gguf.imatrix import read_imatrix
-from qpatch.gguf.model_facts import read_model
-from qpatch.gguf.synth import Spec, write_imatrix, write_model
-from qpatch.policy import loader
 
-# Two rows: with one, ggml_n_dims sees a 1-D tensor and llama-quantize keeps every 2-D matrix as is.
-ZOO = (
-    Spec("llama-gqa", "llama", n_layer=16, n_head=8, n_head_kv=2, rows=2),
-    Spec("llama-moe8", "llama", n_layer=8, n_expert=8, n_expert_used=2, rows=2),
-    Spec("qwen3moe-128", "qwen3moe", n_layer=12, n_head=16, n_head_kv=4, n_expert=128, n_expert_used=8, rows=2),
-    # attn_k_b rows are head_k_mla - 64 = 128 long: every block-256 choice falls back. As in DeepSeek-V3
-    # (61 blocks, 3 dense), fewer dense blocks than n/8, so stock's ffn_down counter runs ahead of the blocks
-    Spec("dsv3-mla", "deepseek2", n_layer=24, n_expert=256, n_expert_used=8, leading_dense=1, shared_experts=1,
-         attention="mla", rows=2),
-    Spec("dsv2-kvb", "deepseek2", n_layer=12, n_expert=64, n_expert_used=6, leading_dense=1, shared_experts=2,
-         attention="kvb", rows=2),
-    Spec("llama-tied", "llama", n_layer=8, n_head=8, n_head_kv=8, tied=True, rows=2),
-)
+
 POLICIES = ("n-expert-fix", "ffn-down-bump", "deepseek-v3")
 QUANTIZING = tuple(f.name for f in CAT.ftypes if f.quantizes)
 
 
 @pytest.fixture(scope="session")
 def zoo(tmp_path_factory):
-    d = tmp_path_factory.mktemp("export-zoo")
-    out = {}
-    for spec in ZOO:
-        model = read_model(write_model(spec, d / f"{spec.name}.gguf"))
-        out[spec.name] = (spec, model, read_imatrix(write_imatrix(spec, d / f"{spec.name}.imatrix.gguf")))
-    return out
+    files = write_zoo(tmp_path_factory.mktemp("export-zoo"), EXPORT_ZOO)
+    return {s.name: (s, read_model(files[s.name][0]), read_imatrix(files[s.name][1])) for s in EXPORT_ZOO}
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +101,7 @@ def options(ftype: str, imatrix) -> Options:
 
 @pytest.mark.parametrize("with_imatrix", (True, False), ids=("imatrix", "none"))
 @pytest.mark.parametrize("ftype", QUANTIZING)
-@pytest.mark.parametrize("model_name", [s.name for s in ZOO])
+@pytest.mark.parametrize("model_name", [s.name for s in EXPORT_ZOO])
 @pytest.mark.parametrize("policy", POLICIES)
 def test_export_equivalent(zoo, policies, policy, model_name, ftype, with_imatrix):
     _, model, im = zoo[model_name]
@@ -255,8 +240,7 @@ def test_literals_survive_lowercasing():
 
 
 def test_cli_formats_and_exit_codes(zoo, tmp_path):
-    spec = next(s for s in ZOO if s.name == "dsv3-mla")
-    m, im = write_model(spec, tmp_path / "m.gguf"), write_imatrix(spec, tmp_path / "m.imatrix.gguf")
+    m, im = write_zoo(tmp_path, [BY_NAME["dsv3-mla"]])["dsv3-mla"]
     run = CliRunner().invoke
     args = ["export", "deepseek-v3", str(m), "-f", "IQ1_M", "--imatrix", str(im), "--pin", PIN]
 

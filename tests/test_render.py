@@ -46,3 +46,15 @@ def test_rule_source_points_at_the_policy_line():
     path, line = pol.rules[1].source.split(":")
     text = (ROOT / path).read_text().splitlines()[int(line) - 1]
     assert 'rule("attn_kv_a_mqa"' in text
+
+
+def test_a_render_time_error_names_the_rule():
+    """Two ftype groups under one label only clash when rendered: the error names the rule's file:line."""
+    from qpatch.errors import PolicyError
+    from qpatch.gguf.catalogue import T
+    from qpatch.policy.model import Ftypes, Policy, Rule, Select, Set
+
+    rules = tuple(Rule(select=Select(kinds=("ffn_down",)), when=(Ftypes(names, "low"),), then=Set(T.Q4_K),
+                       source=f"mine.py:{line}") for line, names in ((3, ("IQ1_S",)), (4, ("IQ1_M",))))
+    with pytest.raises(PolicyError, match=r"^mine.py:4: two ftype groups are labelled 'low'"):
+        render.render(Policy(name="mine", summary="", rules=rules), "0c1e57098")

@@ -42,7 +42,23 @@ ZOO: tuple[Spec, ...] = (
     Spec("llama-moe4-rows1-7L", "llama", 7, n_head=8, n_head_kv=4, n_expert=4, rows=1),
 )
 
-BY_NAME = {s.name: s for s in ZOO}
+# The export proofs' models (test_export.py): their expected override lists are worked out by hand for
+# these block counts (24-block DeepSeek: stock's ffn_down counter runs ahead of the blocks).
+# Two rows: with one, ggml_n_dims sees a 1-D tensor and llama-quantize keeps every 2-D matrix as is.
+EXPORT_ZOO: tuple[Spec, ...] = (
+    Spec("llama-gqa", "llama", n_layer=16, n_head=8, n_head_kv=2, rows=2),
+    Spec("llama-moe8", "llama", n_layer=8, n_expert=8, n_expert_used=2, rows=2),
+    Spec("qwen3moe-128", "qwen3moe", n_layer=12, n_head=16, n_head_kv=4, n_expert=128, n_expert_used=8, rows=2),
+    # attn_k_b rows are head_k_mla - 64 = 128 long: every block-256 choice falls back. As in DeepSeek-V3
+    # (61 blocks, 3 dense), fewer dense blocks than n/8, so stock's ffn_down counter runs ahead of the blocks
+    Spec("dsv3-mla", "deepseek2", n_layer=24, n_expert=256, n_expert_used=8, leading_dense=1, shared_experts=1,
+         attention="mla", rows=2),
+    Spec("dsv2-kvb", "deepseek2", n_layer=12, n_expert=64, n_expert_used=6, leading_dense=1, shared_experts=2,
+         attention="kvb", rows=2),
+    Spec("llama-tied", "llama", n_layer=8, n_head=8, n_head_kv=8, tied=True, rows=2),
+)
+
+BY_NAME = {s.name: s for s in ZOO + EXPORT_ZOO}
 
 
 def write_zoo(directory: Path, specs=ZOO) -> dict[str, tuple[Path, Path]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from qpatch.checkout.repo import HEADER_HASH_TRAILER, POLICY_HASH_TRAILER, POLICY_TRAILER, Checkout
 from qpatch.codegen import render
-from qpatch.errors import CheckoutError, Stale
+from qpatch.errors import CheckoutError, QpatchError, Stale
 from qpatch.families.pins import load_pin
 from qpatch.policy import loader
 from qpatch.policy.model import Policy
@@ -22,6 +22,8 @@ from qpatch.policy.model import Policy
 
 @dataclass(frozen=True)
 class Applied:
+    """What `apply` did, or (`recorded`) what it recorded in a checkout."""
+
     policy: str
     pin: str
     branch: str
@@ -49,6 +51,35 @@ def apply(policy: "str | Policy", directory=None, *, pin: str | None = None) -> 
     changed = co.apply(pin, {render.GENERATED_PATH: text}, branch, message, record)
     co.record_policy_dir(pol.directory)
     return Applied(policy, pin.name, branch, changed, co.path / render.GENERATED_PATH)
+
+
+def recorded(directory) -> Applied:
+    """What `qpatch apply` recorded in the checkout (its generated commit's trailers), checked against the
+    header on disk: a header changed since then is refused."""
+    co = Checkout(directory)
+    try:
+        st = co.status()
+    finally:
+        co.close()
+    header = co.path / render.GENERATED_PATH
+    rec = dict(st.record)
+    if POLICY_TRAILER not in rec or not header.exists():
+        why = "" if st.policy is None else f" (policy {st.policy} was applied by an older qpatch: apply it again)"
+        raise CheckoutError(f"{directory}: no policy applied{why}",
+                            hint=f"run `qpatch apply POLICY --dir {directory}` then `qpatch build --dir {directory}`")
+    if hashlib.sha256(header.read_bytes()).hexdigest() != rec.get(HEADER_HASH_TRAILER):
+        raise CheckoutError(f"{header} was changed after `qpatch apply {rec[POLICY_TRAILER]}`: it is not what the "
+                            f"checkout records", hint=f"run `qpatch apply {rec[POLICY_TRAILER]} --dir {directory}`")
+    return Applied(rec[POLICY_TRAILER], st.pin, st.branch or "", False, header)
+
+
+def recorded_policy(directory, name: str) -> Policy:
+    """The policy from the search path, or from the directory `qpatch apply` recorded in the checkout."""
+    try:
+        extra = recorded_dirs(Checkout(directory))
+    except QpatchError:  # not a git checkout of qpatch's (a tree built by hand): the search path alone
+        extra = ()
+    return loader.load(name, extra=extra)
 
 
 def recorded_dirs(co: Checkout) -> tuple[str, ...]:

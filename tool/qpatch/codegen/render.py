@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jinja2
 
+from qpatch.errors import PolicyError
 from qpatch.families import Family
 from qpatch.families.pins import family_of
 from qpatch.gguf.catalogue import Catalogue, T
@@ -91,12 +92,10 @@ def cond_cpp(c, frames: _Frames) -> str:
         return f"after({frames.var(c.frame)}, {c.num}, {c.den})"
     if isinstance(c, UseMoreBits):
         return f"more_bits({frames.var(c.frame)})"
-    if isinstance(c, Experts):
-        assert c.op in _CMP
-        return f"n_expert {c.op} {int(c.value)}"
-    if isinstance(c, Gqa):
-        assert c.op in _CMP
-        return f"n_gqa {c.op} {int(c.value)}"
+    if isinstance(c, (Experts, Gqa)):
+        if c.op not in _CMP:
+            raise ValueError(f"{type(c).__name__}: operator {c.op!r} is not one of {', '.join(sorted(_CMP))}")
+        return f"{'n_expert' if isinstance(c, Experts) else 'n_gqa'} {c.op} {int(c.value)}"
     if isinstance(c, Imatrix):
         return "has_imatrix" if c.present else "!has_imatrix"
     if isinstance(c, Ftypes):
@@ -182,11 +181,14 @@ def render(policy: Policy, pin: str) -> str:
     ladders: list[tuple[str, ...]] = []
     rules = []
     for r in policy.rules:
-        parts = [select_cpp(r.select)] + [cond_cpp(c, frames) for c in r.when]
+        try:
+            parts = [select_cpp(r.select)] + [cond_cpp(c, frames) for c in r.when]
+            action = action_cpp(r.then, ladders, frames)
+        except (TypeError, ValueError) as e:  # a rule built in Python without the loader's checks
+            raise PolicyError(f"{r.source}: {e}") from None
         rules.append(_RuleView(
             source=r.source, select=r.select.describe(), when_text=r.describe_when(),
-            then_text=r.then.describe(), note=r.note,
-            cond=" && ".join(parts), action=action_cpp(r.then, ladders, frames),
+            then_text=r.then.describe(), note=r.note, cond=" && ".join(parts), action=action,
         ))
     frame_views = [{"var": frames.var(f), "expr": frames.expr(f)} for f in frames.frames]
     defaults = [(frames.llama_ftype(f.name), ggml(f.default)) for f in cat.ftypes if not f.copy and f.quantizes]

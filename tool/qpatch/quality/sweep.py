@@ -33,7 +33,9 @@ RESULTS = "results.json"
 
 
 @dataclass(frozen=True)
-class Job:
+class Cell:
+    """One (policy, ftype) of a sweep's grid."""
+
     policy: str
     ftype: str
 
@@ -85,7 +87,7 @@ def sweep(model, policies, ftypes, *, text, imatrix=None, checkout, out_dir, set
     pols = {p: loader.load(p) for p in policies}  # so do unknown or broken policies
     if not policies or not ftypes:
         raise EvalError("a sweep needs at least one policy and one ftype")
-    jobs = [Job(p, f) for p in policies for f in ftypes]
+    jobs = [Cell(p, f) for p in policies for f in ftypes]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     store_path = out_dir / RESULTS
@@ -133,12 +135,12 @@ def sweep(model, policies, ftypes, *, text, imatrix=None, checkout, out_dir, set
                        time.perf_counter() - t0, store_path)
 
 
-def _failure(job: Job, step: str, e: Exception) -> dict:
+def _failure(job: Cell, step: str, e: Exception) -> dict:
     return {"name": job.name, "policy": job.policy, "ftype": job.ftype, "status": f"failed ({step})",
             "error": str(e)}
 
 
-def _run_job(job: Job, ev: Evaluator, base, checkout: Path, model: Path, imatrix, out_dir: Path,
+def _run_job(job: Cell, ev: Evaluator, base, checkout: Path, model: Path, imatrix, out_dir: Path,
              settings: Settings, keep: bool, progress: Progress) -> dict:
     quant = out_dir / f"{model.stem}-{job.name}.gguf"
     step = "quantize"

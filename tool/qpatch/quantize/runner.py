@@ -8,67 +8,23 @@ llama-quantize would abort.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 from qpatch.build import cmake
+from qpatch.checkout.apply import Applied, recorded, recorded_policy
 from qpatch.codegen import render
-from qpatch.errors import BuildError, CheckoutError, QuantizeError
+from qpatch.errors import BuildError, QuantizeError
 from qpatch.job import Job, require_runnable
-from qpatch.policy import loader
 from qpatch.policy.model import Policy
 from qpatch.progress import SILENT, Progress
 from qpatch.quantize.verify import VerifyResult, compare
 
 _PROGRESS = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
-
-
-@dataclass
-class Applied:
-    policy: str
-    pin: str
-    header: Path
-
-
-def applied(checkout: Path) -> Applied:
-    """What `qpatch apply` recorded in the checkout (its generated commit's trailers), checked against the
-    header on disk: a header changed since then is refused."""
-    from qpatch.checkout.repo import HEADER_HASH_TRAILER, POLICY_TRAILER, Checkout
-
-    co = Checkout(checkout)
-    try:
-        st = co.status()
-    finally:
-        co.close()
-    header = Path(checkout) / render.GENERATED_PATH
-    rec = dict(st.record)
-    if POLICY_TRAILER not in rec or not header.exists():
-        why = "" if st.policy is None else f" (policy {st.policy} was applied by an older qpatch: apply it again)"
-        raise CheckoutError(f"{checkout}: no policy applied{why}",
-                            hint=f"run `qpatch apply POLICY --dir {checkout}` then `qpatch build --dir {checkout}`")
-    if hashlib.sha256(header.read_bytes()).hexdigest() != rec.get(HEADER_HASH_TRAILER):
-        raise CheckoutError(f"{header} was changed after `qpatch apply {rec[POLICY_TRAILER]}`: it is not what the "
-                            f"checkout records", hint=f"run `qpatch apply {rec[POLICY_TRAILER]} --dir {checkout}`")
-    return Applied(rec[POLICY_TRAILER], st.pin, header)
-
-
-def _load_applied(checkout: Path, policy: str):
-    """The policy from the search path, or from the directory `qpatch apply` recorded in the checkout."""
-    from qpatch.checkout.apply import recorded_dirs
-    from qpatch.checkout.repo import Checkout
-    from qpatch.errors import QpatchError
-
-    try:
-        extra = recorded_dirs(Checkout(checkout))
-    except QpatchError:  # not a git checkout of qpatch's (a tree built by hand): the search path alone
-        extra = ()
-    return loader.load(policy, extra=extra)
 
 
 def _commands(checkout: Path, binary: Path) -> tuple[str, str]:
@@ -83,13 +39,13 @@ def _commands(checkout: Path, binary: Path) -> tuple[str, str]:
 
 def preflight(checkout: Path, policy: str | None, binary: Path) -> tuple[Applied, Policy]:
     """What is applied, and its policy (loaded once): refused unless header, policy and binary agree."""
-    a = applied(checkout)
+    a = recorded(checkout)
     policy = policy or a.policy
     dir_flag, build_cmd = _commands(checkout, binary)
     if policy != a.policy:
         raise QuantizeError(f"the checkout has policy '{a.policy}' applied, not '{policy}'",
                             hint=f"run `qpatch apply {policy}{dir_flag}` and `{build_cmd}`, or pass --policy {a.policy}")
-    pol = _load_applied(checkout, policy)
+    pol = recorded_policy(checkout, policy)
     if a.header.read_text() != render.render(pol, a.pin):
         raise QuantizeError(f"{a.header} is stale: policy '{policy}' changed since it was applied",
                             hint=f"run `qpatch apply {policy}{dir_flag}` and `{build_cmd}`")
