@@ -32,7 +32,7 @@ up front, so jobs 4227c9be refused (IQ1_M without an imatrix) run, with Q8_0 for
 The table at the end of docs/policies/deepseek-v3.md lists every such difference.
 """
 
-from qpatch.gguf.catalogue import T
+from qpatch.policy.model import T
 
 from qpatch.policy.blocks import MANY_EXPERTS, HIGHER_BIT, LOW_BIT, iq3_s_on_iq2_s_m
 from qpatch.policy.model import (

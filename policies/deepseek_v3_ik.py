@@ -26,7 +26,7 @@ For: `deepseek2` models (DeepSeek-V2/V3/R1, Kimi-K2) on the ik_llama pin family.
 so on a mainline pin it is an error at load.
 """
 
-from qpatch.gguf.catalogue import T
+from qpatch.policy.model import T
 
 from qpatch.policy.model import ByFtype, Ftypes, Policy, rule
 from qpatch_policies.deepseek_v3 import EDGE

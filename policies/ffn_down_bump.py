@@ -32,7 +32,7 @@ GLM-4.5, and any model where ffn_down kinds share stock's counter.
 
 from qpatch.policy.blocks import LOW_BIT_NAMES
 from qpatch.policy.model import AtLeast, Before, Block, ByFtype, Default, Ftypes, Policy, Select, rule
-from qpatch.gguf.catalogue import T
+from qpatch.policy.model import T
 
 FFN_DOWN = Select(contains="ffn_down")
 LOW = Ftypes(LOW_BIT_NAMES + ("IQ2_KS", "IQ2_XXS_R4", "IQ2_XS_R4", "IQ2_M_R4"), "low-bit")  # the last four: ik only

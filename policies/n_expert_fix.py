@@ -37,7 +37,7 @@ kind ("attn_k" also catches attn_k_b and attn_kv_*, "attn_q" catches attn_q_a/at
 is documented in docs/policies/n-expert-fix.md; it is not an expert-count bug.
 """
 
-from qpatch.gguf.catalogue import T
+from qpatch.policy.model import T
 
 from qpatch.policy.blocks import MANY_EXPERTS, HIGHER_BIT, LOW_BIT
 from qpatch.policy.model import Arch, Default, Ftypes, Not, Policy, Select, UseMoreBits, rule

@@ -179,3 +179,13 @@ def test_a_moved_build_directory_is_configured_afresh(fake_cmake, fake_tree):
 def test_bad_defines_are_refused(fake_tree, spec, message):
     r = CliRunner().invoke(cli, ["build", "--dir", str(fake_tree), "-D", spec])
     assert r.exit_code == 2 and message in r.output
+
+
+def test_cli_progress_in_a_log_prints_a_line_per_tenth(capsys):
+    from qpatch.cli.checkout import ClickProgress
+
+    with ClickProgress().bar("quantizing m.gguf", 20) as update:
+        for done in range(1, 21):
+            update(done)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"quantizing m.gguf: {n}/20" for n in (1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20)]

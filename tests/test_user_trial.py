@@ -12,7 +12,7 @@ from qpatch.cli import cli
 from qpatch.errors import CheckoutError, PolicyError, QuantizeError
 from qpatch.policy import loader
 
-HEADER = "from qpatch.gguf.catalogue import T\nfrom qpatch.policy.model import *\n"
+HEADER = "from qpatch.policy.model import *  # T and the rule vocabulary\n\n"
 
 
 @pytest.fixture

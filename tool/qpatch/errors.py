@@ -77,3 +77,9 @@ class EvalError(QpatchError):
     """`qpatch eval`/`sweep`: missing text, models that do not match, a run of llama-perplexity that failed."""
 
     exit_code = 10
+
+
+class JobsFailed(QpatchError):
+    """`sweep`: some (policy, ftype) jobs failed; the others were measured and reported."""
+
+    exit_code = 1

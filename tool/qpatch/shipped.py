@@ -27,6 +27,11 @@ def project_root() -> Path:
     return source_root() or Path.cwd()
 
 
+def default_checkout() -> Path:
+    """The llama.cpp checkout commands act on when no --dir is given."""
+    return project_root() / "llama.cpp"
+
+
 def _data(name: str) -> Path:
     root = source_root()
     if root is not None:

@@ -49,9 +49,9 @@ HEADER_HASH_TRAILER = "Qpatch-Header-Sha256"
 
 
 def default_dir() -> Path:
-    from qpatch.shipped import project_root
+    from qpatch.shipped import default_checkout
 
-    return project_root() / "llama.cpp"
+    return default_checkout()
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from qpatch.progress import Progress
 
 
 class ClickProgress(Progress):
-    """Steps and bars on stderr; click draws a bar only on a terminal, else prints its label once."""
+    """Steps and bars on stderr: click's bar on a terminal; in a log, a line per tenth of the way."""
 
     show_subprocess_output = True  # pip's own download bar
 
@@ -30,6 +30,16 @@ class ClickProgress(Progress):
 
     @contextmanager
     def bar(self, label: str, total: int):
+        if not sys.stderr.isatty():
+            shown = [-1]
+
+            def tenth(done: int):
+                if 10 * done // max(total, 1) > shown[0]:
+                    shown[0] = 10 * done // max(total, 1)
+                    click.echo(f"{label}: {done}/{total}", err=True)
+
+            yield tenth
+            return
         with click.progressbar(length=total, label=label, file=sys.stderr) as b:
             last = [0]
 

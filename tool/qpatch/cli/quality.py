@@ -26,9 +26,9 @@ def _settings_options(f):
 
 
 def _checkout_dir(checkout):
-    from qpatch.policy.loader import repo_root
+    from qpatch.shipped import default_checkout
 
-    return checkout or repo_root() / "llama.cpp"
+    return checkout or default_checkout()
 
 
 def _emit(base: dict, rows: list[dict], fmt: str, plot, extra: dict | None = None, title: str | None = None):
@@ -81,10 +81,10 @@ def sweep_cmd(model, policies, ftypes, imatrix, out_dir, no_keep, text, ctx, chu
     Re-running skips every job already measured with the same model, policy, pin, ftype, imatrix, text
     and settings; a failed job is reported and the rest go on (exit 1 if any failed).
     """
-    import sys
     from pathlib import Path
 
     from qpatch.cli.checkout import ClickProgress
+    from qpatch.errors import JobsFailed
     from qpatch.quality import evaluation, sweep
 
     settings = evaluation.Settings(ctx=ctx, chunks=chunks, backend=backend, threads=threads)
@@ -97,4 +97,4 @@ def sweep_cmd(model, policies, ftypes, imatrix, out_dir, no_keep, text, ctx, chu
     click.echo(f"{len(r.rows)} jobs: {r.measured} measured, {r.cached} from {r.results_file}, {r.failed} failed "
                f"({r.seconds:.1f} s)", err=True)
     if r.failed:
-        sys.exit(1)
+        raise JobsFailed(f"{r.failed} of {len(r.rows)} jobs failed (their rows say at which step)")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 
@@ -31,7 +29,6 @@ def verify_cmd(quant, policy, pin, source, ftype, imatrix, tensor_types, custom_
                       pin=pin)
     click.echo(verify.report(r))
     verify.check(r)
-    sys.exit(0)
 
 
 @click.command("quantize", context_settings={"ignore_unknown_options": False})
@@ -58,11 +55,11 @@ def quantize_cmd(model, out, ftype, policy, imatrix, tensor_types, custom_q, kin
                  leave_output_tensor, threads, backend, checkout):
     """Quantize MODEL to OUT with the checkout's llama-quantize, then verify every tensor."""
     from qpatch.cli.checkout import ClickProgress
-    from qpatch.policy.loader import repo_root
     from qpatch.quantize import runner, verify
+    from qpatch.shipped import default_checkout
 
     r, seconds = runner.quantize(
-        checkout or repo_root() / "llama.cpp", model, out, ftype, policy=policy, imatrix=imatrix,
+        checkout or default_checkout(), model, out, ftype, policy=policy, imatrix=imatrix,
         tensor_types=tensor_types, custom_q=custom_q, kind_types=kind_types, ignore_imatrix_rules=ignore_imatrix_rules,
         output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
         leave_output_tensor=leave_output_tensor, threads=threads, backend=backend, progress=ClickProgress())

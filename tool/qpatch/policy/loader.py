@@ -26,13 +26,6 @@ from qpatch.policy.model import Policy
 PACKAGE = "qpatch_policies"
 
 
-def repo_root() -> Path:
-    """The project root: the repository when run from source, else the current directory (qpatch.shipped)."""
-    from qpatch.shipped import project_root
-
-    return project_root()
-
-
 _explicit: Path | None = None  # `qpatch --policies DIR`
 
 

@@ -29,10 +29,10 @@ _PROGRESS = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
 
 def _commands(checkout: Path, binary: Path) -> tuple[str, str]:
     """(apply's --dir suffix, the build command) for hints that act on this checkout, not the default one."""
-    from qpatch.policy.loader import repo_root
+    from qpatch.shipped import default_checkout
 
     backend = "cuda" if binary.parent.parent.name == "build-cuda" else "cpu"
-    if Path(checkout).resolve() == (repo_root() / "llama.cpp").resolve():
+    if Path(checkout).resolve() == default_checkout().resolve():
         return "", f"make build-{backend}"
     return f" --dir {checkout}", f"qpatch build --{backend} --dir {checkout}"
 

@@ -173,7 +173,7 @@ def _ftype_of(quant, pin: str, gguf) -> str:
 def _source(name: str, what: str, same_as: str, ftype: str, model: str, pin: str, lines: list[Line],
             command: str) -> str:
     body = "\n".join(ln.code() for ln in lines) or "    # stock already gives every tensor its type"
-    uses = ["Policy", "rule"] + (["Select"] if any("Select(" in ln.source for ln in lines) else [])
+    uses = ["Policy", "T", "rule"] + (["Select"] if any("Select(" in ln.source for ln in lines) else [])
     helpers = "from qpatch.policy.blocks import in_blocks\n" if any("in_blocks(" in ln.source for ln in lines) else ""
     doc = textwrap.fill(f"Round trip proven at import: planned on {model} at {ftype} (pin {pin}), this policy gives "
                         f"every tensor the same type as {same_as}. Rules are tried in order; the first that selects "
@@ -185,7 +185,6 @@ def _source(name: str, what: str, same_as: str, ftype: str, model: str, pin: str
 Regenerate: {command or "qpatch import " + name + " ..."}
 """
 
-from qpatch.gguf.catalogue import T
 from qpatch.policy.model import {", ".join(sorted(uses))}
 {helpers}
 RULES = (
