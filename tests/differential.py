@@ -22,6 +22,17 @@ from qpatch.gguf.header import read_header
 
 RESULTS = stock_binary.pin_dir() / "results"  # keyed by the binary's hash, so one folder serves every pin
 
+# Real runs of the imatrix checks a dry run skips, the same on both mainline families:
+# (id, model, ftype, imatrix: "full" | "none" | ("skip"|"wrong", tensor), options, outcome meant)
+IMATRIX_REAL_RUNS = [
+    ("imatrix-missing-entry-harmless", "llama-moe8-gqa2-13L", "Q4_K_M", ("skip", "blk.3.ffn_down_exps.weight"), [],
+     "ok"),
+    ("imatrix-missing-entry-aborts", "llama-moe8-gqa2-13L", "IQ2_XXS", ("skip", "blk.3.ffn_down_exps.weight"), [],
+     "fails"),
+    ("imatrix-wrong-length-aborts", "llama-gqa4-16L", "Q4_K_M", ("wrong", "blk.0.attn_q.weight"), [], "fails"),
+    ("imatrix-wrong-length-token_embd-ignored", "llama-gqa4-16L", "IQ2_M", ("wrong", "token_embd.weight"), [], "ok"),
+]
+
 
 def plan_kwargs(args: list[str]) -> dict:
     """llama-quantize's options (as passed to the binary) -> job.make_plan keyword arguments."""

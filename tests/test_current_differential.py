@@ -94,15 +94,9 @@ REAL = [
     ("agrees-with-dry-run-q2_0-prune", "llama-gqa4-16L", "Q2_0", "none", ["--prune-layers", "1,2"], "ok"),
     ("no-imatrix-aborts", "llama-moe8-gqa2-13L", "IQ2_XXS", "none", [], "fails"),
     ("iq3_xxs-no-imatrix-aborts", "llama-gqa4-16L", "IQ3_XXS", "none", [], "fails"),
-    ("imatrix-missing-entry-harmless", "llama-moe8-gqa2-13L", "Q4_K_M", ("skip", "blk.3.ffn_down_exps.weight"), [],
-     "ok"),
-    ("imatrix-missing-entry-aborts", "llama-moe8-gqa2-13L", "IQ2_XXS", ("skip", "blk.3.ffn_down_exps.weight"), [],
-     "fails"),
-    ("imatrix-wrong-length-aborts", "llama-gqa4-16L", "Q4_K_M", ("wrong", "blk.0.attn_q.weight"), [], "fails"),
-    ("imatrix-wrong-length-token_embd-ignored", "llama-gqa4-16L", "IQ2_M", ("wrong", "token_embd.weight"), [], "ok"),
     # --output-tensor-type returns before the fallback: q6_k on rows of 288 passes a dry run, fails a real one
     ("output-type-no-row-check", "llama-rows288-12L", "Q4_K_M", "none", ["--output-tensor-type", "q6_k"], "fails"),
-]
+] + differential.IMATRIX_REAL_RUNS
 
 
 @pytest.mark.parametrize("model,ftype,imatrix,args,meant", [pytest.param(*c[1:], id=c[0]) for c in REAL])

@@ -9,6 +9,7 @@ must fail, and the other way round.
 
 from __future__ import annotations
 
+import differential
 import pytest
 import zoo
 from differential import check
@@ -58,13 +59,7 @@ OPTIONS = [
     ("tensor-types-moe8-low-bit", "llama-moe8-gqa2-13L", "IQ2_XXS", "full", ["--tensor-type", "exps=q2_k"], "ok"),
     ("leave-output", "llama-gqa4-16L", "Q4_K_M", "none", ["--leave-output-tensor"], "ok"),
     ("leave-output-qwen3", "qwen3moe-128e-24L", "IQ2_XS", "full", ["--leave-output-tensor"], "ok"),
-    ("imatrix-missing-entry-harmless", "llama-moe8-gqa2-13L", "Q4_K_M", ("skip", "blk.3.ffn_down_exps.weight"), [],
-     "ok"),
-    ("imatrix-missing-entry-aborts", "llama-moe8-gqa2-13L", "IQ2_XXS", ("skip", "blk.3.ffn_down_exps.weight"), [],
-     "fails"),
-    ("imatrix-wrong-length-aborts", "llama-gqa4-16L", "Q4_K_M", ("wrong", "blk.0.attn_q.weight"), [], "fails"),
-    ("imatrix-wrong-length-token_embd-ignored", "llama-gqa4-16L", "IQ2_M", ("wrong", "token_embd.weight"), [], "ok"),
-]
+] + differential.IMATRIX_REAL_RUNS
 
 
 @pytest.mark.parametrize("model,ftype,imatrix,args,meant", [pytest.param(*c[1:], id=c[0]) for c in OPTIONS])

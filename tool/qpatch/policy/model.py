@@ -19,7 +19,7 @@ import enum
 import os
 import sys
 from dataclasses import dataclass
-from typing import Union
+from typing import ClassVar, Union
 
 from qpatch.errors import PolicyError
 from qpatch.gguf.catalogue import T
@@ -88,48 +88,40 @@ def _check_comparison(c) -> None:
 
 
 @dataclass(frozen=True)
-class Before:
-    """k < num*N/den (C integer division)."""
+class _Position:
+    """k <symbol> num*N/den, k and N counted in `frame` (C integer division, as llama.cpp's tests)."""
 
     num: int
     den: int
     frame: Frame = Block()
+    symbol: ClassVar[str] = ""
 
     def __post_init__(self):
         _check_fraction(self)
 
     def describe(self):
-        return f"k < {_frac(self.num, self.den)} [{self.frame.describe()}]"
+        return f"k {self.symbol} {_frac(self.num, self.den)} [{self.frame.describe()}]"
 
 
 @dataclass(frozen=True)
-class AtLeast:
+class Before(_Position):
+    """k < num*N/den."""
+
+    symbol: ClassVar[str] = "<"
+
+
+@dataclass(frozen=True)
+class AtLeast(_Position):
     """k >= num*N/den."""
 
-    num: int
-    den: int
-    frame: Frame = Block()
-
-    def __post_init__(self):
-        _check_fraction(self)
-
-    def describe(self):
-        return f"k >= {_frac(self.num, self.den)} [{self.frame.describe()}]"
+    symbol: ClassVar[str] = ">="
 
 
 @dataclass(frozen=True)
-class After:
+class After(_Position):
     """k > num*N/den."""
 
-    num: int
-    den: int
-    frame: Frame = Block()
-
-    def __post_init__(self):
-        _check_fraction(self)
-
-    def describe(self):
-        return f"k > {_frac(self.num, self.den)} [{self.frame.describe()}]"
+    symbol: ClassVar[str] = ">"
 
 
 @dataclass(frozen=True)
