@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from gguf import GGUFReader
-from test_export import PIN, ZOO
+from test_export import PIN
+from zoo import EXPORT_ZOO
 
 from qpatch.families.pins import family_of
 from qpatch.gguf.imatrix import read_imatrix
@@ -26,7 +27,7 @@ from qpatch.recipes import export as ex_mod
 
 pytestmark = [pytest.mark.binary, pytest.mark.xdist_group("patched")]
 
-SPECS = {s.name: s for s in ZOO}
+SPECS = {s.name: s for s in EXPORT_ZOO}
 SKIP_ENTRIES = ("blk.5.ffn_down_exps.weight", "blk.9.ffn_gate_exps.weight")
 
 # (policy, model, ftype, imatrix): "full" = an entry for every matrix, "partial" = SKIP_ENTRIES left out
