@@ -33,7 +33,7 @@ test: setup
 	$(BIN)/pytest -n $(JOBS) -q
 
 test-fast: setup
-	$(BIN)/pytest -q -m "not binary"
+	$(BIN)/pytest -n $(JOBS) -q -m "not binary and not install"
 
 build-cpu: setup
 	$(BIN)/qpatch build --cpu --dir "$(DIR)" --jobs $(JOBS) $(addprefix --target ,$(TARGETS))
