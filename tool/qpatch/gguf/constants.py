@@ -40,3 +40,4 @@ def _constants():
 
 _c = _constants()
 GGUFValueType = _c.GGUFValueType
+TENSOR_NAMES = _c.TENSOR_NAMES  # MODEL_TENSOR -> name pattern: the tensor kinds llama.cpp knows

@@ -354,7 +354,7 @@ def check_types(policy: Policy, catalogue: Catalogue, pin: str) -> None:
 
 def known_kinds() -> frozenset[str]:
     """Tensor kinds llama.cpp names (gguf-py's table, `blk.{bid}.` dropped): a kind outside it is a typo."""
-    from gguf.constants import TENSOR_NAMES
+    from qpatch.gguf.constants import TENSOR_NAMES  # without importing gguf (and numpy): ~0.14 s
 
     return frozenset(v.replace("blk.{bid}.", "") for v in TENSOR_NAMES.values())
 
