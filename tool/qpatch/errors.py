@@ -79,6 +79,13 @@ class EvalError(QpatchError):
     exit_code = 10
 
 
+class ShelfError(QpatchError):
+    """Shelves that cannot serve: made from another model, imatrix, pin or binary, or lacking a type a mix needs;
+    a measurement table of another model or pin."""
+
+    exit_code = 11
+
+
 class JobsFailed(QpatchError):
     """`sweep`: some (policy, ftype) jobs failed; the others were measured and reported."""
 

@@ -238,3 +238,65 @@ def read_model_headers(path: str | os.PathLike, family: str | None = None) -> li
     if expected is not None and int(expected) != total:
         raise ModelError(f"{path}: split model declares {expected} tensors but its {count} shards hold {total}")
     return headers
+
+
+@dataclass(frozen=True)
+class RawTensor:
+    """A tensor info as stored: the ggml id in the file's own numbering, the offset in the data section."""
+
+    name: str
+    shape: tuple[int, ...]
+    type_id: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One GGUF file as bytes to copy: every key/value entry verbatim (key included), in file order, the
+    tensor infos and where the data section starts. What writing a new file from old parts needs."""
+
+    path: Path
+    version: int
+    kv: tuple[tuple[str, bytes], ...]
+    tensors: tuple[RawTensor, ...]
+    data_offset: int
+    alignment: int
+
+
+def read_layout(path: str | os.PathLike) -> Layout:
+    """The raw key/value entries and tensor infos of one GGUF file (no data read, nothing decoded but keys)."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    r = _Reader(path)
+    try:
+        if (r.read(4) if r.size >= 4 else b"") != MAGIC:
+            raise ModelError(f"{path}: not a GGUF file")
+        version = r.unpack(_U32)
+        n_tensors, n_kv = r.unpack(_U64), r.unpack(_U64)
+        spans, scratch = [], GGUFHeader(path=path, version=version)
+        alignment = DEFAULT_ALIGNMENT
+        for _ in range(n_kv):
+            start = r.tell()
+            key = r.string()
+            value = r.value(r.unpack(_U32), key, scratch)
+            if key == "general.alignment":
+                alignment = int(value)
+            spans.append((key, start, r.tell()))
+        tensors = []
+        for _ in range(n_tensors):
+            name = r.string()
+            n_dims = r.unpack(_U32)
+            if n_dims > 4:
+                raise ModelError(f"{path}: corrupt tensor info for '{name}' ({n_dims} dims)")
+            shape = tuple(r.unpack(_U64) for _ in range(n_dims))
+            tensors.append(RawTensor(name, shape, r.unpack(_U32), r.unpack(_U64)))
+        data_offset = (r.tell() + alignment - 1) // alignment * alignment
+    finally:
+        r.close()
+    with open(path, "rb") as f:
+        kv = []
+        for key, start, end in spans:
+            f.seek(start)
+            kv.append((key, f.read(end - start)))
+    return Layout(path, version, tuple(kv), tuple(tensors), data_offset, alignment)
