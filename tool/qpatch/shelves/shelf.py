@@ -216,6 +216,12 @@ def _policy_of(checkout: Path, binary: Path):
     return pol, applied.pin
 
 
+def types_for(plans) -> list[T]:
+    """The types these plans give any tensor other than its source type: what shelves must hold to assemble
+    them (sorted by name)."""
+    return sorted({t.type for p in plans for t in p.tensors if t.type != t.src_type}, key=lambda t: t.name)
+
+
 def shelf_job(base: Job, t: T) -> Job:
     """`base` with every quantizable tensor asked for `t`, less those the run would abort on (a type that
     needs an imatrix entry the tensor lacks): they keep what the job gives them and the shelf does not
