@@ -44,6 +44,7 @@ build-cuda: setup
 bench: setup
 	$(BIN)/python bench/bench_plan.py
 	$(BIN)/python bench/bench_build.py
+	$(BIN)/python bench/bench_assemble.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

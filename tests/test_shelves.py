@@ -94,7 +94,7 @@ def test_assembled_equals_quantized_current(policy, current_patched_build, curre
 # ------------------------------------------------------------------------------------------ ik_llama.cpp
 
 IK_SPECS = (Spec("ik-dsv2-mla-10L", "deepseek2", 10, n_head=8, n_head_kv=1, n_expert=64, n_expert_used=6,
-                 leading_dense=3, shared_experts=1, attention="mla", n_ff=1024, rows=16),
+                 leading_dense=3, shared_experts=1, attention="mla", n_ff=1024, rows=16, kv_lora=512),
             Spec("ik-rows288-12L", "llama", 12, n_embd=288, n_head=9, n_head_kv=3, n_ff=608, rows=16))
 IK_FTYPES = {"full": ("IQ2_KS", "IQ4_K_R4", "IQ3_K", "Q4_K_M"), "none": ("Q4_K_M", "IQ4_K_R4", "IQ4_KS", "Q6_K")}
 IK_POLICIES = ("stock", "ffn-down-bump", "deepseek-v3-ik")
@@ -117,6 +117,7 @@ def test_assembled_equals_quantized_ik(tmp_path):
         for kind in IK_FTYPES:
             imatrix = im if kind == "full" else None
             types = shelf.types_for(j.plan() for j in _jobs(model, imatrix, IK_PIN, IK_POLICIES, IK_FTYPES[kind]))
+            assert types, f"{name}: every case's plan fails"
             dirs[name, kind] = shelf.make(model, types, tmp_path / f"sh-{name}-{kind}", checkout=BUILDS.path,
                                           imatrix=imatrix, threads=2).dir
     interleaved = n = 0

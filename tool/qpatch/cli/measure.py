@@ -14,7 +14,8 @@ import click
 @click.argument("model", type=click.Path(dir_okay=False, exists=True))
 @click.option("--shelves", "shelves_dir", required=True, type=click.Path(file_okay=False), help="the shelf directory")
 @click.option("--text", required=True, type=click.Path(dir_okay=False), help="text to measure KL divergence on")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="the table (JSON; a .csv is written beside it)")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="the table (JSON; a .csv is written beside it)")
 @click.option("--baseline", default="Q8_0", show_default=True, help="the type every other group sits at")
 @click.option("--types", default="", metavar="T1,T2,...", help="only these shelved types (default: every shelf)")
 @click.option("--groups", default=None, metavar="SPEC", help="bands:N, kind or tensor (default: the shelves' own)")
@@ -25,7 +26,8 @@ import click
 @click.option("--threads", type=int, help="threads per llama-perplexity run (default: cores / workers)")
 @click.option("--workers", type=int, help="local Dask workers (default: 1 per GPU on cuda, cores/2 on cpu)")
 @click.option("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://head:8786")
-@click.option("--dir", "checkout", type=click.Path(file_okay=False), help="checkout (default: llama.cpp/ in the project)")
+@click.option("--dir", "checkout", type=click.Path(file_okay=False),
+              help="checkout (default: llama.cpp/ in the project)")
 def measure_cmd(model, shelves_dir, text, out, baseline, types, groups, ties, ctx, chunks, backend, threads, workers,
                 scheduler, checkout):
     """Measure ΔKLD of every tensor group at every shelved type (baseline elsewhere), on Dask."""
@@ -83,9 +85,10 @@ def fit_cmd(ctx, model, table_path, size, bpw, gpu, cpu, offload, name, imatrix,
     pdir = Path(ctx.parent.params.get("policies_dir") or "policies") if ctx.parent else Path("policies")
     label = size or (f"{bpw}bpw" if bpw is not None else f"gpu{gpu}-cpu{cpu}")
     name = name or "fit-" + re.sub(r"[^a-z0-9]+", "-", str(label).lower()).strip("-")
-    command = shlex.join(["qpatch", *sys.argv[1:]]) if sys.argv[1:2] == ["fit"] else \
-        f"qpatch fit {model} --table {table_path} " + (f"--size {size}" if size else f"--bpw {bpw}" if bpw else
-                                                         f"--gpu {gpu} --cpu {cpu} --offload {offload}") + f" --name {name}"
+    budget_args = (f"--size {size}" if size else f"--bpw {bpw}" if bpw else
+                   f"--gpu {gpu} --cpu {cpu} --offload {offload}")
+    command = (shlex.join(["qpatch", *sys.argv[1:]]) if sys.argv[1:2] == ["fit"]
+               else f"qpatch fit {model} --table {table_path} {budget_args} --name {name}")
     r = policy_file.fit_policy(model, table_path, name=name, size=size, bpw=bpw, gpu=gpu, cpu=cpu, offload=offload,
                                out_dir=pdir, imatrix=imatrix, force=force, command=command)
     if fmt == "json":
@@ -109,6 +112,7 @@ def fit_cmd(ctx, model, table_path, size, bpw, gpu, cpu, offload, name, imatrix,
     click.echo(f"fit: {r.plan_bytes:,} bytes ({r.plan_bytes / 2**30:.3f} GiB, {r.bpw:.4f} bpw) of a {r.budget:,}-byte "
                f"budget; summed ΔKLD {r.fit.dkld_sum:.6f}, predicted KLD {r.kld_baseline + r.fit.dkld_sum:.6f}")
     if r.greedy is not None:
-        click.echo(f"greedy ΔKLD/byte at the same budget: {r.greedy.bytes:,} bytes, summed ΔKLD {r.greedy.dkld_sum:.6f}")
+        click.echo(f"greedy ΔKLD/byte at the same budget: {r.greedy.bytes:,} bytes, "
+                   f"summed ΔKLD {r.greedy.dkld_sum:.6f}")
     flag = "" if r.path.parent.resolve() == (Path.cwd() / "policies").resolve() else f"--policies {r.path.parent} "
     click.echo(f"wrote {r.path} ({r.rules} rules); use it: qpatch {flag}plan {model} -f {r.ftype} --policy {name}")

@@ -19,7 +19,8 @@ def _mib(n: int) -> str:
 @click.option("--groups", default=None, metavar="SPEC", help="shard grouping: bands:N (default bands:8), kind, tensor")
 @click.option("--tie", "ties", multiple=True, metavar="KIND,KIND", help="kinds that share their groups (repeatable)")
 @click.option("--pin", default=None, help="refuse unless the checkout is of this pin")
-@click.option("--dir", "checkout", type=click.Path(file_okay=False), help="checkout (default: llama.cpp/ in the project)")
+@click.option("--dir", "checkout", type=click.Path(file_okay=False),
+              help="checkout (default: llama.cpp/ in the project)")
 @click.option("--backend", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=int, help="llama-quantize threads (default: all cores)")
 def shelves_cmd(model, types, out_dir, imatrix, groups, ties, pin, checkout, backend, threads):

@@ -62,7 +62,8 @@ def run_job(spec: JobSpec) -> dict:
     shutil.rmtree(d, ignore_errors=True)  # a run of this job on a worker that died
     d.mkdir(parents=True)
     try:
-        mix = assemble.write_mix(sset, types, d / "mix.gguf", kv=kv, source={}, links=True, prefer=(here.type, base.type))
+        mix = assemble.write_mix(sset, types, d / "mix.gguf", kv=kv, source={}, links=True,
+                                 prefer=(here.type, base.type))
         t1 = time.perf_counter()
         log = d / "kld.log"
         out = perplexity.run(Path(spec.binary), ["-m", str(mix.path), "--kl-divergence-base", spec.logits,
@@ -91,7 +92,8 @@ def new_table(sset, facts, *, model, text, settings: Settings, baseline: T, grou
         lacking = [t for t in types if t not in sset.shelves]
         if lacking:
             raise ShelfError(f"no shelf in {sset.dir} for {', '.join(t.name for t in lacking)}",
-                             hint=f"qpatch shelves MODEL --types {','.join(t.name.lower() for t in lacking)} --out {sset.dir}")
+                             hint=f"qpatch shelves MODEL --types {','.join(t.name.lower() for t in lacking)} "
+                                  f"--out {sset.dir}")
         wanted = [t for t in wanted if t in types]
     spec = groups_spec or sset.manifest["groups"]["spec"]
     ties = parse_ties(ties) if ties else tuple(tuple(t) for t in sset.manifest["groups"]["ties"])

@@ -129,7 +129,8 @@ def _fill(e: dict, base: dict):
 def load(path) -> Table:
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"{path}: no such table", hint="make one: qpatch measure MODEL --shelves DIR --text FILE --out TABLE")
+        raise UsageError(f"{path}: no such table",
+                         hint="make one: qpatch measure MODEL --shelves DIR --text FILE --out TABLE")
     try:
         data = json.loads(path.read_text())
     except ValueError as e:

@@ -22,7 +22,7 @@ from qpatch.job import Job, require_runnable
 from qpatch.policy.model import Policy
 from qpatch.progress import SILENT, Progress
 from qpatch.shelves import shelf as shelves
-from qpatch.shelves.shelf import ShelfSet, Where
+from qpatch.shelves.shelf import ShelfSet
 
 IMATRIX_FILE_MAX = 127  # llama-quantize copies the path into a 128-byte override value
 

@@ -126,7 +126,9 @@ def check_same(manifest: dict, want: dict, where: Path, *, what: str = "these sh
         n = new.get("sha256") if isinstance(new, dict) else new
         if h != n:
             def show(x):
-                return "none" if x is None else (f"{x['path']} (sha256 {x['sha256'][:12]})" if isinstance(x, dict) else x)
+                if x is None:
+                    return "none"
+                return f"{x['path']} (sha256 {x['sha256'][:12]})" if isinstance(x, dict) else x
             diffs.append(f"{key}: {what} were made from {show(have)}, not {show(new)}")
     if diffs:
         raise ShelfError(f"{where}: " + "; ".join(diffs),
@@ -141,7 +143,8 @@ def load(directory, *, want: dict | None = None) -> ShelfSet:
     d = Path(directory)
     mpath = d / MANIFEST
     if not mpath.is_file():
-        raise ShelfError(f"{d}: no shelves here (no {MANIFEST})", hint="make them: qpatch shelves MODEL --types ... --out DIR")
+        raise ShelfError(f"{d}: no shelves here (no {MANIFEST})",
+                         hint="make them: qpatch shelves MODEL --types ... --out DIR")
     try:
         manifest = json.loads(mpath.read_text())
     except ValueError as e:
@@ -292,7 +295,7 @@ def _open_manifest(out_dir: Path, ident: dict, group_list: list[Group], spec: st
         raise UsageError(f"cannot create {out_dir}: {e.strerror}") from None
     key = hashlib.sha256(json.dumps(ident | {"groups": groups}, sort_keys=True).encode()).hexdigest()[:24]
     manifest = {"format": FORMAT, "key": key, **ident, "groups": groups, "ftype": SHELF_FTYPE,
-                "order": [t.name for t in base.model.tensors],
+                "order": None,  # llama-quantize's output order, from the first shelf (it differs between families)
                 "shapes": {t.name: list(t.shape) for t in base.model.tensors}}
     _atomic_write(mpath, json.dumps(manifest, indent=1))
     return manifest
@@ -324,6 +327,7 @@ def _make_one(base: Job, t: T, binary: Path, target: Path, manifest: dict, group
         if not result.ok:
             raise ShelfError(f"shelf {t.name}: what llama-quantize wrote is not what qpatch predicts; not kept\n"
                              + report(result))
+        _record_order(target.parent, manifest, [x.name for x in read_layout(whole).tensors])
         index = split(whole, tmp, group_list, base.family.catalogue.family)
         whole.unlink()
         plan = {x.name: x for x in result.plan.tensors}
@@ -336,6 +340,17 @@ def _make_one(base: Job, t: T, binary: Path, target: Path, manifest: dict, group
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _record_order(out_dir: Path, manifest: dict, order: list[str]):
+    """The order llama-quantize writes tensors in (a mix is written in it): recorded by the first shelf,
+    the same for every later one."""
+    if manifest["order"] is None:
+        manifest["order"] = order
+        _atomic_write(out_dir / MANIFEST, json.dumps(manifest, indent=1))
+    elif manifest["order"] != order:
+        raise ShelfError(f"{out_dir}: this llama-quantize wrote the tensors in another order than the shelves' "
+                         "(another binary?)", hint="make these shelves in another --out directory")
 
 
 def split(whole: Path, out: Path, group_list: list[Group], family: str, prefix: str = "shelf") -> dict:
@@ -373,4 +388,4 @@ def split(whole: Path, out: Path, group_list: list[Group], family: str, prefix: 
 
 def split_prefix(out: Path) -> str:
     m = SPLIT_RE.match(out.name)
-    return m.group("prefix") if m else (out.name[:-5] if out.name.endswith(".gguf") else out.name)
+    return m.group("prefix") if m else out.name.removesuffix(".gguf")
