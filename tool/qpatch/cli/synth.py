@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-PRESETS = ("deepseek-v3", "deepseek-v3-mini", "qwen3-moe", "llama-gqa")
+PRESETS = ("deepseek-v3", "deepseek-v3-mini", "qwen3-moe", "llama-gqa", "deepseek-tiny")
 
 
 def _spec(preset: str):
@@ -28,9 +28,14 @@ def _spec(preset: str):
                    "(the only one ik_llama.cpp reads)")
 @click.option("--force", is_flag=True, help="overwrite files that exist")
 @click.option("--mkdir", is_flag=True, help="create missing directories")
-def synth_cmd(preset, out, imatrix, force, mkdir):
+@click.option("--dir", "checkout", type=click.Path(file_okay=False),
+              help="deepseek-tiny: the checkout whose DeepSeek vocabulary it takes (default: llama.cpp/)")
+def synth_cmd(preset, out, imatrix, force, mkdir, checkout):
     """Write a thin GGUF model shaped like PRESET (real hyper-parameters and row lengths, 2 rows per
     matrix, 2 stored experts): real input for plan, quantize and verify, in megabytes.
+
+    deepseek-tiny is another kind: a whole, random 3-block DeepSeek MoE (16 routed experts, MLA) with the
+    pin's real DeepSeek vocabulary, which llama-perplexity runs: for trying eval, measure and fit.
 
     It overwrites nothing and creates no directory unless told (--force, --mkdir)."""
     from pathlib import Path
@@ -45,8 +50,19 @@ def synth_cmd(preset, out, imatrix, force, mkdir):
             if not mkdir:
                 raise UsageError(f"directory {Path(path).parent} does not exist", hint="pass --mkdir to create it")
             Path(path).parent.mkdir(parents=True)
-    spec = _spec(preset)
-    write_model(spec, out)
+    if preset == "deepseek-tiny":
+        from qpatch.quality import tiny_model
+        from qpatch.shipped import default_checkout
+
+        vocab = Path(checkout or default_checkout()) / tiny_model.VOCAB
+        if not vocab.is_file():
+            raise UsageError(f"{vocab} does not exist: deepseek-tiny takes the vocabulary of a llama.cpp checkout",
+                             hint="qpatch fetch, or pass --dir CHECKOUT")
+        spec = tiny_model.spec(tiny_model.vocabulary(vocab)[0], **tiny_model.tiny())
+        tiny_model.write(out, vocab, **tiny_model.tiny())
+    else:
+        spec = _spec(preset)
+        write_model(spec, out)
     click.echo(f"wrote {out}: {spec.arch}, {spec.n_layer} blocks, {spec.n_expert} experts, "
                f"{len(spec.tensors())} tensors, {Path(out).stat().st_size / 2**20:.1f} MiB")
     if imatrix:
