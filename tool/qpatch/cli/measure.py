@@ -42,16 +42,16 @@ def measure_cmd(model, shelves_dir, text, out, baseline, types, groups, ties, ct
                      progress=ClickProgress())
     click.echo(format_table(s.table))
     if s.jobs:
-        click.echo(f"\n{s.jobs} jobs in {s.wall:.1f} s wall; llama-perplexity {s.seconds_ppl:.1f} s summed "
-                   f"({s.wall / s.seconds_ppl if s.seconds_ppl else 0:.2f}x wall per summed run time with the "
-                   f"workers' overlap), links {s.seconds_links:.1f} s; {s.kept} kept from an earlier run")
+        click.echo(f"\n{s.jobs} jobs on {s.workers} worker slot(s) in {s.wall:.1f} s: llama-perplexity "
+                   f"{s.seconds_ppl:.1f} s summed, linking mixes {s.seconds_links:.1f} s; wall x slots / summed runs = "
+                   f"{s.overhead:.2f}; {s.kept} job(s) kept from an earlier run")
     click.echo(f"wrote {out} and {Path(out).with_suffix('.csv')}")
 
 
 def format_table(table) -> str:
     """Groups as rows, types as columns: ΔKLD (bytes in the CSV)."""
     rows = [g for g in table.groups() if len(g.options) > 1]
-    types = sorted({t for g in rows for t in g.options}, key=lambda t: (t != table.baseline, t))
+    types = sorted({t for g in rows for t in g.options if t != table.baseline})
     b = table.data.get("baseline_kld") or {}
     head = (f"baseline {table.baseline} everywhere: KLD {b.get('kld_mean', float('nan')):.6f} ± "
             f"{b.get('kld_unc', float('nan')):.6f}; ΔKLD of each group at each type ({len(rows)} groups with a choice)")
@@ -91,17 +91,18 @@ def fit_cmd(ctx, model, table_path, size, bpw, gpu, cpu, offload, name, imatrix,
                else f"qpatch fit {model} --table {table_path} {budget_args} --name {name}")
     r = policy_file.fit_policy(model, table_path, name=name, size=size, bpw=bpw, gpu=gpu, cpu=cpu, offload=offload,
                                out_dir=pdir, imatrix=imatrix, force=force, command=command)
-    if fmt == "json":
-        click.echo(json.dumps({"choice": r.fit.choice, "bytes": r.plan_bytes, "dkld_sum": r.fit.dkld_sum,
-                               "budget": r.budget, "policy": str(r.path), "ftype": r.ftype,
-                               "kld_predicted": r.kld_baseline + r.fit.dkld_sum, "at_max": r.fit.at_max},
-                              indent=1, sort_keys=True))
-        return
     from qpatch.measure.table import load
 
     table = load(table_path)
     groups = {g.name: g for g in table.groups()}
-    rows = [(n, t, groups[n].options[t]) for n, t in r.fit.choice.items() if len(groups[n].options) > 1]
+    chosen = {n: t for n, t in r.fit.choice.items() if len(groups[n].options) > 1}  # groups with a choice
+    if fmt == "json":
+        click.echo(json.dumps({"choice": chosen, "bytes": r.plan_bytes, "dkld_sum": r.fit.dkld_sum,
+                               "budget": r.budget, "policy": str(r.path), "ftype": r.ftype,
+                               "kld_predicted": r.kld_baseline + r.fit.dkld_sum, "at_max": r.fit.at_max},
+                              indent=1, sort_keys=True))
+        return
+    rows = [(n, t, groups[n].options[t]) for n, t in chosen.items()]
     w = max([5] + [len(n) for n, _, _ in rows])
     click.echo(f"{'group':<{w}}  {'type':<8}  {'bytes':>14}  {'ΔKLD':>10}")
     for n, t, o in rows:

@@ -153,6 +153,12 @@ class Summary:
     seconds_ppl: float  # llama-perplexity's own time, summed over the jobs run now
     seconds_links: float
     failed: tuple[str, ...]
+    workers: int = 1  # job slots of the cluster (workers x threads)
+
+    @property
+    def overhead(self) -> float:
+        """Wall time x job slots / summed llama-perplexity time: 1.0 is a cluster never idle or in the way."""
+        return self.wall * self.workers / self.seconds_ppl if self.seconds_ppl else 0.0
 
 
 def measure(model, *, shelves_dir, text, out, checkout, settings: Settings = Settings(), baseline: str = "Q8_0",
@@ -204,6 +210,7 @@ def measure(model, *, shelves_dir, text, out, checkout, settings: Settings = Set
     failed = []
     own = client_obj is None
     c = client_obj or client(scheduler, n_workers, settings.backend)
+    slots = sum(w.get("nthreads", 1) for w in c.scheduler_info().get("workers", {}).values()) or n_workers
     try:
         from distributed import as_completed
 
@@ -242,7 +249,7 @@ def measure(model, *, shelves_dir, text, out, checkout, settings: Settings = Set
     shutil.rmtree(work, ignore_errors=True)
     _write_csv(table)
     summary = Summary(table, len(specs) - len(failed), kept, time.perf_counter() - t0, ppl, links,
-                      tuple(failed))
+                      tuple(failed), slots)
     if failed:
         raise JobsFailed(f"{len(failed)} of {len(specs)} measure jobs failed (the table keeps the others; run "
                          f"measure again to retry): {failed[0]}")

@@ -75,7 +75,7 @@ def write_mix(sset: ShelfSet, types: dict, out, *, kv: list, source: dict, links
     out = Path(out)
     where = resolve(sset, types, source, prefer)
     if not out.parent.is_dir():
-        raise UsageError(f"cannot write {out}: {out.parent} is not a directory")
+        raise UsageError(f"cannot write {out}: there is no directory {out.parent}", hint="create it first")
     targets = _targets(out, sset.n_shards, links)
     existing = [p for p in targets if p.exists() or p.is_symlink()]
     if existing and not force:
