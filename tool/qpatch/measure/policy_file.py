@@ -122,13 +122,10 @@ def fit_policy(model, table_path, *, name: str, size=None, bpw=None, gpu=None, c
                out_dir, imatrix=None, force: bool = False, command: str = "") -> FitResult:
     """Solve, write the policy, plan it: the size reported is the plan's."""
     from qpatch.errors import ShelfError
-    from qpatch.families.pins import family_of
     from qpatch.gguf.model_facts import read_model
-    from qpatch.job import Job
     from qpatch.measure import fit as solver
     from qpatch.measure.table import load
-    from qpatch.policy import loader
-    from qpatch.quality.content import content_hash, file_hash
+    from qpatch.quality.content import content_hash
 
     table = load(table_path)
     if content_hash(model) != table.data["model"]["sha256"]:
@@ -158,6 +155,22 @@ def fit_policy(model, table_path, *, name: str, size=None, bpw=None, gpu=None, c
             budget_text = f"{float(bpw)} bpw ({budget:,} bytes)"
         f = solver.solve(table, size=budget)
         greedy = solver.greedy(table, budget) if not f.at_max else None
+    return write_fit(model, table, f, name=name, budget=budget, budget_text=budget_text, out_dir=out_dir,
+                     imatrix=imatrix, force=force, command=command, greedy=greedy, facts=facts)
+
+
+def write_fit(model, table, f: Fit, *, name: str, budget: int, budget_text: str, out_dir, imatrix=None,
+              force: bool = False, command: str = "", greedy: Fit | None = None, facts=None) -> FitResult:
+    """Write `f` (the exact fit, or any other choice) as policy NAME and plan it: the size is the plan's."""
+    from qpatch.errors import ShelfError
+    from qpatch.families.pins import family_of
+    from qpatch.gguf.model_facts import read_model
+    from qpatch.job import Job
+    from qpatch.policy import loader
+    from qpatch.quality.content import file_hash
+
+    facts = facts or read_model(model)
+    table_path = table.path
     pin = table.pin
     cat = family_of(pin).catalogue
     im = imatrix

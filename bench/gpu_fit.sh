@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The measure/fit evidence (issue 22) on a GPU machine, in one device call (CI has no GPU):
+#   1. the default pin's checkout (carried as its .git) built with CUDA by `qpatch build --cuda`
+#      (llama-quantize, llama-perplexity, llama-imatrix), while, at the same time,
+#   2. train/tiny_moe.py trains the small DeepSeek-V3-shaped MoE on the GPU from the corpus that
+#      train/corpus.py tokenized with the pin's llama-tokenize (carried: .carry/corpus);
+#   3. the pin's llama-imatrix makes its imatrix (CUDA) from the calibration text;
+#   4. bench/fit_evidence.py: shelves, `measure` on the calibration text (Dask, several workers
+#      sharing the GPU), fits at stock's sizes and below, assembled, `eval` on the held-out text.
+# Results land in $OUT: steps.txt, train.json, results.json, results.md, table.json,
+# policies.tar.gz, logs.tar.gz. Carried: .whl/ (gguf, GitPython, dask, distributed and their
+# pure-Python dependencies), .carry/llama-git.tar, .carry/corpus/.
+set -euo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+SECONDS_TRAIN=${SECONDS_TRAIN:-200}
+WORKERS=${WORKERS:-4}
+log() { echo "== $(date +%T) $*" | tee -a "$OUT/steps.txt"; }
+save() {
+  cp /tmp/fit/results.json /tmp/fit/results.md /tmp/fit/table.json "$OUT/" 2>/dev/null || true
+  [ -d /tmp/fit/policies ] && tar czf "$OUT/policies.tar.gz" -C /tmp/fit policies || true
+  tar czf "$OUT/logs.tar.gz" -C /tmp logs 2>/dev/null || true
+}
+trap save EXIT
+mkdir -p /tmp/logs /tmp/fit
+
+nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader | tee -a "$OUT/steps.txt"
+python3 -m venv .venv
+python3 -c 'import site; print(site.getsitepackages()[0])' > "$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')/machine.pth"
+.venv/bin/pip install -q --no-index --no-deps .whl/*.whl
+.venv/bin/pip install -q --no-index --no-deps --no-build-isolation -e .
+Q=.venv/bin/qpatch
+mkdir -p llama.cpp && tar xf .carry/llama-git.tar -C llama.cpp && git -C llama.cpp checkout -q -f HEAD
+$Q status --dir llama.cpp | head -3 | tee -a "$OUT/steps.txt"
+
+log "qpatch build --cuda (background) while training on the GPU"
+t0=$SECONDS
+( $Q build --cuda --dir llama.cpp -t llama-quantize,llama-perplexity,llama-imatrix -D GGML_CUDA_FA=OFF -j 15 -q \
+    > /tmp/logs/build.log 2>&1; echo $? > /tmp/build.rc; echo "build done at $((SECONDS - t0)) s" >> /tmp/logs/build.log ) &
+.venv/bin/python train/tiny_moe.py --tree llama.cpp --data .carry/corpus --out /tmp/m --seconds "$SECONDS_TRAIN" \
+    2>&1 | tee /tmp/logs/train.log | grep -v "^step" | tee -a "$OUT/steps.txt"
+cp /tmp/m/train.json "$OUT/"
+log "training done at $((SECONDS - t0)) s; waiting for the build"
+wait
+tail -1 /tmp/logs/build.log | tee -a "$OUT/steps.txt"
+[ "$(cat /tmp/build.rc)" = 0 ] || { tail -30 /tmp/logs/build.log; exit 1; }
+M=/tmp/m/tiny-deepseek-bf16.gguf
+sha256sum $M | tee -a "$OUT/steps.txt"
+
+log "llama-imatrix (CUDA)"
+llama.cpp/build-cuda/bin/llama-imatrix -m $M -f .carry/corpus/calib.txt -c 512 --chunks 100 -ngl 999 \
+    -o /tmp/m/imatrix.gguf > /tmp/logs/imatrix.log 2>&1
+
+log "fit evidence: shelves, measure (calibration text), fits, assemble, eval (held-out text)"
+.venv/bin/python bench/fit_evidence.py --model $M --imatrix /tmp/m/imatrix.gguf \
+    --measure-text .carry/corpus/calib.txt --eval-text .carry/corpus/heldout.txt --dir llama.cpp --backend cuda \
+    --workers "$WORKERS" --ctx 512 --measure-chunks "${MEASURE_CHUNKS:-12}" --eval-chunks "${EVAL_CHUNKS:-40}" \
+    --groups kind --work /tmp/fw --out /tmp/fit 2>&1 | tee /tmp/logs/fit.log | grep -v "^\[ *[0-9.]* s\] \[" \
+    | tee -a "$OUT/steps.txt"
+log "done at $((SECONDS - t0)) s"
