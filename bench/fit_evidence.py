@@ -93,7 +93,8 @@ def main() -> int:
     t0 = time.perf_counter()
     s = jobs.measure(model, shelves_dir=sset.dir, text=a.measure_text, out=table_path, checkout=a.dir,
                      settings=settings, types=list(CANDIDATES), workers=a.workers, progress=log)
-    res["timing"].update(measure_wall_s=round(s.wall, 1), measure_jobs=s.jobs, measure_ppl_summed_s=round(s.seconds_ppl, 1),
+    res["timing"].update(measure_wall_s=round(s.wall, 1), measure_jobs=s.jobs,
+                         measure_ppl_summed_s=round(s.seconds_ppl, 1),
                          measure_links_s=round(s.seconds_links, 1), measure_slots=s.workers,
                          measure_overhead=round(s.overhead, 3),
                          jobs_per_minute=round(60 * s.jobs / s.wall, 1) if s.wall else None,
@@ -181,8 +182,8 @@ def markdown(res) -> str:
         tag = f" (= {q['same_as']})" if q["same_as"] else ""
         lines.append(f"| {q['policy']} {q['ftype']}{tag} | {q['bytes']:,} | {q['kld']:.5f} | {q['kld_unc']:.5f} | "
                      f"{q['same_top']:.2f} |")
-    lines += ["", "| fit | budget | size (bytes, plan = file) | predicted KLD | measured KLD | ± | best quant within budget "
-              "| beats all within the budget |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| fit | budget | size (bytes, plan = file) | predicted KLD | measured KLD | ± "
+              "| best quant within budget | beats all within the budget |", "|---|---|---|---|---|---|---|---|"]
     for f in sorted(res["fits"], key=lambda f: (f["budget"], f["name"])):
         br = f["best_rival"]
         rival = f"{br['policy']} {br['ftype']}: {br['kld']:.5f}" if br else "none"
