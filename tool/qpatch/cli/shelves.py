@@ -13,7 +13,9 @@ def _mib(n: int) -> str:
 
 @click.command("shelves")
 @click.argument("model", type=click.Path(dir_okay=False, exists=True))
-@click.option("--types", "-t", required=True, metavar="T1,T2,...", help="ggml types to shelve, e.g. q8_0,q4_k,iq2_xxs")
+@click.option("--types", "-t", default="", metavar="T1,T2,...", help="ggml types to shelve, e.g. q8_0,q4_k,iq2_xxs")
+@click.option("--for", "mixes", multiple=True, metavar="POLICY@FTYPE",
+              help="also every type this policy's plan at this ftype uses, e.g. stock@Q4_K_M (repeatable)")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="the shelf directory")
 @click.option("--imatrix", type=click.Path(dir_okay=False, exists=True), help="imatrix file (GGUF or legacy)")
 @click.option("--groups", default=None, metavar="SPEC", help="shard grouping: bands:N (default bands:8), kind, tensor")
@@ -23,7 +25,7 @@ def _mib(n: int) -> str:
               help="checkout (default: llama.cpp/ in the project)")
 @click.option("--backend", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=int, help="llama-quantize threads (default: all cores)")
-def shelves_cmd(model, types, out_dir, imatrix, groups, ties, pin, checkout, backend, threads):
+def shelves_cmd(model, types, mixes, out_dir, imatrix, groups, ties, pin, checkout, backend, threads):
     """Quantize MODEL once per type into shelves under --out (kept ones are reused)."""
     from qpatch.cli.checkout import ClickProgress
     from qpatch.errors import CheckoutError
@@ -38,7 +40,20 @@ def shelves_cmd(model, types, out_dir, imatrix, groups, ties, pin, checkout, bac
         if have != pin:
             raise CheckoutError(f"{checkout} is a checkout of pin {have}, not {pin}",
                                 hint=f"qpatch fetch --pin {pin} --dir DIR, build it, and pass --dir DIR")
-    sset = shelf.make(model, [t for t in types.split(",") if t.strip()], out_dir, checkout=checkout, imatrix=imatrix,
+    wanted = [t for t in types.split(",") if t.strip()]
+    if mixes:
+        from qpatch.checkout.repo import Checkout
+        from qpatch.errors import UsageError
+        from qpatch.job import Job
+
+        co_pin = Checkout(checkout).pin_name
+        for m in mixes:
+            pol, _, ft = m.partition("@")
+            if not pol or not ft:
+                raise UsageError(f"--for {m}: expected POLICY@FTYPE, e.g. deepseek-v3@IQ2_XXS")
+            plan = Job.create(model, ft, policy=pol, pin=co_pin, imatrix=imatrix).plan()
+            wanted += [t.name for t in shelf.types_for([plan])]
+    sset = shelf.make(model, wanted, out_dir, checkout=checkout, imatrix=imatrix,
                       backend=backend, groups=groups, ties=ties, threads=threads, progress=ClickProgress())
     click.echo(format_shelves(sset))
 

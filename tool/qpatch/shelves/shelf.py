@@ -260,7 +260,7 @@ def make(model, types, out_dir, *, checkout, imatrix=None, backend: str = "cpu",
         if t not in wanted:
             wanted.append(t)
     if not wanted:
-        raise UsageError("--types: name at least one ggml type")
+        raise UsageError("no type to shelve", hint="name them with --types q8_0,q4_k,... or --for POLICY@FTYPE")
     ident = identity(model, imatrix, pin, binary)
     group_list = make_groups(base.model, groups or DEFAULT_SPEC, ties)
     manifest = _open_manifest(out_dir, ident, group_list, groups or DEFAULT_SPEC, ties, base)
