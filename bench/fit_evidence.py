@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from qpatch.errors import QpatchError
 from qpatch.gguf.catalogue import T
 from qpatch.job import Job
 from qpatch.measure import fit as solver
@@ -83,7 +84,14 @@ def main() -> int:
                 plans[pol, ft] = p
     types = sorted(set(shelf.types_for(plans.values())) | {T[t] for t in CANDIDATES}, key=lambda t: t.name)
     t0 = time.perf_counter()
-    sset = shelf.make(model, types, work / "shelves", checkout=a.dir, imatrix=im, groups=a.groups, progress=log)
+    for t in types:  # one at a time: a type that cannot be shelved is reported and left out
+        try:
+            shelf.make(model, [t], work / "shelves", checkout=a.dir, imatrix=im, groups=a.groups,
+                       backend=a.backend, progress=log)
+        except QpatchError as e:
+            log.note(f"shelf {t.name}: not made: {str(e).splitlines()[0]}")
+            res.setdefault("shelf_errors", {})[t.name] = str(e)[:500]
+    sset = shelf.load(work / "shelves")
     res["timing"]["shelves_s"] = round(time.perf_counter() - t0, 1)
     res["shelves"] = {t.name: shelf.read_index(s.dir).get("seconds") for t, s in sset.shelves.items()}
     log.note(f"{len(sset.shelves)} shelves in {res['timing']['shelves_s']} s")
@@ -92,7 +100,8 @@ def main() -> int:
     table_path = work / "table.json"
     t0 = time.perf_counter()
     s = jobs.measure(model, shelves_dir=sset.dir, text=a.measure_text, out=table_path, checkout=a.dir,
-                     settings=settings, types=list(CANDIDATES), workers=a.workers, progress=log)
+                     settings=settings, types=[t for t in CANDIDATES if T[t] in sset.shelves], workers=a.workers,
+                     progress=log)
     res["timing"].update(measure_wall_s=round(s.wall, 1), measure_jobs=s.jobs,
                          measure_ppl_summed_s=round(s.seconds_ppl, 1),
                          measure_links_s=round(s.seconds_links, 1), measure_slots=s.workers,
@@ -106,6 +115,9 @@ def main() -> int:
     # the quants to compare: every (policy, ftype), assembled; identical mixes evaluated once
     quants, seen = {}, {}
     for (pol, ft), p in plans.items():
+        if any(t.type != t.src_type and t.type not in sset.shelves for t in p.tensors):
+            log.note(f"{pol} {ft}: a type it needs has no shelf; left out")
+            continue
         key = tuple(sorted(p.types().items()))
         if key in seen:
             quants[pol, ft] = {"same_as": seen[key], "bytes": p.total_bytes}

@@ -30,15 +30,19 @@ python3 -c 'import site; print(site.getsitepackages()[0])' > "$(.venv/bin/python
 .venv/bin/pip install -q --no-index --no-deps .whl/*.whl
 .venv/bin/pip install -q --no-index --no-deps --no-build-isolation -e .
 Q=.venv/bin/qpatch
-mkdir -p llama.cpp && tar xf .carry/llama-git.tar -C llama.cpp && git -C llama.cpp checkout -q -f HEAD
+mkdir -p llama.cpp && { [ -d llama.cpp/.git ] || tar xf .carry/llama-git.tar -C llama.cpp; } && git -C llama.cpp checkout -q -f HEAD
 $Q status --dir llama.cpp | head -3 | tee -a "$OUT/steps.txt"
 
 log "qpatch build --cuda (background) while training on the GPU"
 t0=$SECONDS
 ( $Q build --cuda --dir llama.cpp -t llama-quantize,llama-perplexity,llama-imatrix -D GGML_CUDA_FA=OFF -j 15 -q \
     > /tmp/logs/build.log 2>&1; echo $? > /tmp/build.rc; echo "build done at $((SECONDS - t0)) s" >> /tmp/logs/build.log ) &
-.venv/bin/python train/tiny_moe.py --tree llama.cpp --data .carry/corpus --out /tmp/m --seconds "$SECONDS_TRAIN" \
-    2>&1 | tee /tmp/logs/train.log | grep -v "^step" | tee -a "$OUT/steps.txt"
+if [ -f /tmp/m/tiny-deepseek-bf16.gguf ] && [ -f /tmp/m/train.json ]; then
+  log "reusing the model trained by the previous call on this (warm) machine"  # same session, same machine
+else
+  .venv/bin/python train/tiny_moe.py --tree llama.cpp --data .carry/corpus --out /tmp/m --seconds "$SECONDS_TRAIN" \
+      2>&1 | tee /tmp/logs/train.log | grep -v "^step" | tee -a "$OUT/steps.txt"
+fi
 cp /tmp/m/train.json "$OUT/"
 log "training done at $((SECONDS - t0)) s; waiting for the build"
 wait

@@ -16,6 +16,7 @@ import re
 
 from qpatch.families.base import Family
 from qpatch.families.current.stock import (
+    ABORTS_WITHOUT_WEIGHTS,
     OUTPUT,
     TOKEN_EMBD,
     NoFallback,
@@ -162,11 +163,20 @@ def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
             continue
         if opts.has_imatrix:
             new, why = _imatrix_lookup(result, fail, pol, opts, origin[name], t, new, why)
+        if new in ABORTS_WITHOUT_WEIGHTS and not requires_imatrix(name, new, ft.name) \
+                and not _has_entry(opts, origin[name], shape):
+            fail(f"{name}: ggml aborts quantizing {new.name} with no importance-matrix data for it "
+                 "(GGML_ASSERT quant_weights; llama.cpp does not require it for this tensor)", real_run_only=True)
         if shape[0] % block_size(new) != 0:
             fail(f"{name}: row length {shape[0]} is not a multiple of {block_size(new)} required by {new.name} "
                  f"(--token-embedding-type/--output-tensor-type get no shape check)", real_run_only=True)
         result.tensors.append(TensorPlan(name, shape, t.type, new, why, True, tensor_bytes(new, shape), fell, chosen))
     return result
+
+
+def _has_entry(opts: Options, imatrix_name: str, shape) -> bool:
+    n = opts.imatrix.get(imatrix_name) if opts.imatrix else None
+    return n is not None and n == shape[0] * (shape[2] if len(shape) > 2 else 1)
 
 
 def _imatrix_lookup(result, fail, pol, opts, imatrix_name, t, new: T, why: str):

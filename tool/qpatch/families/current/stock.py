@@ -80,6 +80,11 @@ def requires_imatrix(name: str, t: T, ftype: str) -> bool:
     return t == T.Q2_K and ftype == "Q2_K_S"
 
 
+# ggml-quants.c asserts quant_weights for these (quantize_row_iq2_xxs/iq2_xs/iq1_s_impl): a tensor that
+# tensor_requires_imatrix lets through without data (token_embd, output) aborts the run instead
+ABORTS_WITHOUT_WEIGHTS = (T.IQ2_XXS, T.IQ2_XS, T.IQ1_S)
+
+
 class NoFallback(ValueError):
     """tensor_type_fallback throws: the type does not fit the row and has no fallback."""
 
