@@ -110,6 +110,8 @@ def test_parse_size():
     assert solver.parse_size("123") == 123
     with pytest.raises(UsageError, match="expected a size"):
         solver.parse_size("lots")
+    with pytest.raises(UsageError, match="not a regular expression"):
+        solver.solve(_random_table(random.Random(1), 3, 2), gpu=10**6, cpu=10**6, offload="(")
 
 
 def test_large_table_solves_quickly():
@@ -269,3 +271,34 @@ def test_measure_on_dask_survives_a_killed_worker_then_resumes(tiny_shelves):
     r = CliRunner().invoke(cli, ["--policies", str(pols), "fit", str(base), "--table", str(out), "--size", "1GiB",
                                  "--name", "fit-big"])
     assert r.exit_code == 0 and "holds the largest mix" in r.stdout
+
+
+@pytest.mark.binary
+def test_no_traceback_on_bad_inputs(tiny_shelves, tmp_path):
+    """Every new command with the common bad inputs: an error with its exit code, never a traceback."""
+    tree, d, base, sset, text = tiny_shelves
+    bad = tmp_path / "bad.gguf"
+    bad.write_text("not a model")
+    (tmp_path / "t.json").write_text("{}")
+    cases = [
+        (["measure", base, "--shelves", sset.dir, "--text", tmp_path / "nope.txt", "--out", tmp_path / "m.json",
+          "--dir", tree], 10),
+        (["measure", base, "--shelves", sset.dir, "--text", text, "--out", "/proc/qpatch/m.json", "--dir", tree], 2),
+        (["measure", bad, "--shelves", sset.dir, "--text", text, "--out", tmp_path / "m.json"], 3),
+        (["measure", base, "--shelves", tmp_path, "--text", text, "--out", tmp_path / "m.json"], 11),
+        (["measure", base, "--shelves", sset.dir, "--text", text, "--out", tmp_path / "m.json", "--baseline", "q3_x"], 11),
+        (["shelves", bad, "--types", "q8_0", "--out", tmp_path / "s", "--dir", tree], 3),
+        (["shelves", base, "--types", "q8_0", "--out", "/proc/qpatch/s", "--dir", tree], 2),
+        (["shelves", base, "--types", "q9_9", "--out", tmp_path / "s", "--dir", tree], 2),
+        (["shelves", base, "--out", tmp_path / "s", "--dir", tree], 2),
+        (["shelves", base, "--for", "stock", "--out", tmp_path / "s", "--dir", tree], 2),
+        (["shelves", base, "--types", "q8_0", "--out", tmp_path / "s", "--dir", tmp_path], 7),
+        (["fit", base, "--table", bad, "--size", "1G"], 2),
+        (["fit", base, "--table", tmp_path / "t.json", "--size", "1G"], 2),
+        (["assemble", base, tmp_path / "x.gguf", "--shelves", sset.dir, "-f", "Q9"], 2),
+        (["assemble", bad, tmp_path / "x.gguf", "--shelves", sset.dir, "-f", "Q8_0"], 3),
+    ]
+    for args, code in cases:
+        r = CliRunner().invoke(cli, [str(a) for a in args])
+        assert isinstance(r.exception, SystemExit) and "Traceback" not in r.output, (args, r.output)
+        assert r.exit_code == code and r.stderr.startswith("error: "), (args, r.exit_code, r.output)

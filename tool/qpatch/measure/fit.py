@@ -40,7 +40,10 @@ class Fit:
 
 
 def items(table: Table, offload: str | None = None) -> list[tuple[GroupRow, list[Item]]]:
-    rx = re.compile(offload) if offload else None
+    try:
+        rx = re.compile(offload) if offload else None
+    except re.error as e:
+        raise UsageError(f"--offload {offload}: not a regular expression ({e})") from None
     out = []
     for g in table.groups():
         opts = []

@@ -164,6 +164,7 @@ class Summary:
 def measure(model, *, shelves_dir, text, out, checkout, settings: Settings = Settings(), baseline: str = "Q8_0",
             groups: str | None = None, ties=(), types=(), scheduler: str | None = None, workers: int | None = None,
             progress: Progress = SILENT, client_obj=None) -> Summary:
+    evaluation_check_text(text)
     sset = shelf.load(shelves_dir)
     shelf.check_same(sset.manifest, {"model": {"path": str(model), "sha256": content_hash(model)}}, sset.dir)
     facts = read_model(model)
@@ -254,6 +255,13 @@ def measure(model, *, shelves_dir, text, out, checkout, settings: Settings = Set
         raise JobsFailed(f"{len(failed)} of {len(specs)} measure jobs failed (the table keeps the others; run "
                          f"measure again to retry): {failed[0]}")
     return summary
+
+
+def evaluation_check_text(text):
+    p = Path(text)
+    if not p.is_file() or p.stat().st_size == 0:
+        raise EvalError(f"text file {text} {'is empty' if p.is_file() else 'does not exist'}",
+                        hint="pass --text FILE: the text to measure KL divergence on")
 
 
 def _merge_options(table: Table, fresh: Table):

@@ -131,8 +131,12 @@ def check_same(manifest: dict, want: dict, where: Path, *, what: str = "these sh
                 return f"{x['path']} (sha256 {x['sha256'][:12]})" if isinstance(x, dict) else x
             diffs.append(f"{key}: {what} were made from {show(have)}, not {show(new)}")
     if diffs:
-        raise ShelfError(f"{where}: " + "; ".join(diffs),
-                         hint="make shelves for these inputs in another directory (qpatch shelves ... --out NEWDIR)")
+        im = manifest.get("imatrix")
+        if len(diffs) == 1 and diffs[0].startswith("imatrix:") and want.get("imatrix") is None and im:
+            hint = f"pass the imatrix they were made with: --imatrix {im['path']}"
+        else:
+            hint = "make shelves for these inputs in another directory (qpatch shelves ... --out NEWDIR)"
+        raise ShelfError(f"{where}: " + "; ".join(diffs), hint=hint)
 
 
 # ------------------------------------------------------------------------------------------- reading
