@@ -73,8 +73,16 @@ def _front(groups: list[list[Item]], cap: int) -> list[tuple[int, float, tuple[i
     c = np.zeros(1, dtype=np.float64)
     trail = []  # per group: (parent index, option index) of each kept point
     for opts in groups:
-        ob = np.array([it.gpu for it in opts], dtype=np.int64)
-        oc = np.array([it.cost for it in opts], dtype=np.float64)
+        # an option another beats on both bytes and cost is never in an optimum: drop it (exact)
+        order_o = sorted(range(len(opts)), key=lambda i: (opts[i].gpu, opts[i].cost))
+        keep_o, best_c = [], float("inf")
+        for i in order_o:
+            if opts[i].cost < best_c:
+                keep_o.append(i)
+                best_c = opts[i].cost
+        ids = np.array(keep_o, dtype=np.int64)
+        ob = np.array([opts[i].gpu for i in keep_o], dtype=np.int64)
+        oc = np.array([opts[i].cost for i in keep_o], dtype=np.float64)
         nb = (b[:, None] + ob[None, :]).ravel()
         nc = (c[:, None] + oc[None, :]).ravel()
         ok = np.nonzero(nb <= cap)[0]
@@ -85,7 +93,7 @@ def _front(groups: list[list[Item]], cap: int) -> list[tuple[int, float, tuple[i
         prev = np.minimum.accumulate(np.concatenate(([np.inf], sc[:-1])))
         keep = order[sc < prev]
         b, c = nb[keep], nc[keep]
-        trail.append((keep // len(opts), keep % len(opts)))
+        trail.append((keep // len(keep_o), ids[keep % len(keep_o)]))
     out = []
     for k in range(len(b)):
         ch, i = [], k
