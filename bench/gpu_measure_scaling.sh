@@ -6,18 +6,8 @@
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-python3 -m venv .venv
-python3 -c 'import site; print(site.getsitepackages()[0])' > "$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')/machine.pth"
-.venv/bin/pip install -q --no-index --no-deps .whl/*.whl
-.venv/bin/pip install -q --no-index --no-deps --no-build-isolation -e .
-Q=.venv/bin/qpatch
-mkdir -p llama.cpp && { [ -d llama.cpp/.git ] || tar xf .carry/llama-git.tar -C llama.cpp; } && git -C llama.cpp checkout -q -f HEAD
-( $Q build --cuda --dir llama.cpp -t llama-quantize,llama-perplexity -D GGML_CUDA_FA=OFF -j 15 -q > /tmp/build.log 2>&1; echo $? > /tmp/build.rc ) &
-[ -f /tmp/m/tiny-deepseek-bf16.gguf ] || .venv/bin/python train/tiny_moe.py --tree llama.cpp --data .carry/corpus --out /tmp/m \
-    --seconds "${SECONDS_TRAIN:-20}" > /tmp/train.log 2>&1
-wait
-[ "$(cat /tmp/build.rc)" = 0 ] || { tail -30 /tmp/build.log; exit 1; }
-M=/tmp/m/tiny-deepseek-bf16.gguf
+source bench/device_setup.sh
+build_beside_training llama-quantize,llama-perplexity "${SECONDS_TRAIN:-20}"
 $Q shelves $M --types q8_0,q4_k,q2_k --groups kind --out /tmp/sc/shelves --backend cuda --dir llama.cpp > /tmp/shelves.log 2>&1
 for w in 1 2 4 8; do
   /usr/bin/time -f "%e" -o /tmp/t$w $Q measure $M --shelves /tmp/sc/shelves --text .carry/corpus/calib.txt --out /tmp/sc/t$w.json \

@@ -9,38 +9,19 @@
 #   4. `qpatch sweep` (CUDA) over 4 policies x 5 ftypes on the held-out text, then the same sweep
 #      again to measure the cache.
 # Results land in $OUT: steps.txt, train.json, sweep.json, sweep.txt, sweep.png, logs.tar.gz.
-# Carried: .whl/ (gguf, GitPython, gitdb, smmap), .carry/llama-git.tar, .carry/corpus/.
+# Carried: .whl/, .carry/llama-git.tar, .carry/corpus/ (bench/device_setup.sh says what each holds).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 SECONDS_TRAIN=${SECONDS_TRAIN:-150}
 CHUNKS=${CHUNKS:-64}
-log() { echo "== $(date +%T) $*" | tee -a "$OUT/steps.txt"; }
 trap 'tar czf "$OUT/logs.tar.gz" -C /tmp logs 2>/dev/null || true' EXIT
-mkdir -p /tmp/logs
 
 nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader | tee -a "$OUT/steps.txt"
-python3 -m venv .venv
-python3 -c 'import site; print(site.getsitepackages()[0])' > "$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')/machine.pth"
-.venv/bin/pip install -q --no-index --no-deps .whl/*.whl
-.venv/bin/pip install -q --no-index --no-deps --no-build-isolation -e .
-Q=.venv/bin/qpatch
-mkdir -p llama.cpp && tar xf .carry/llama-git.tar -C llama.cpp && git -C llama.cpp checkout -q -f HEAD
+source bench/device_setup.sh
 $Q status --dir llama.cpp | tee -a "$OUT/steps.txt"
 
-log "qpatch build --cuda (background) while training on the GPU"
-t0=$SECONDS
-( $Q build --cuda --dir llama.cpp -t llama-quantize,llama-perplexity,llama-imatrix -D GGML_CUDA_FA=OFF -j 14 -q \
-    > /tmp/logs/build.log 2>&1; echo $? > /tmp/build.rc; echo "build done at $((SECONDS - t0)) s" >> /tmp/logs/build.log ) &
-.venv/bin/python train/tiny_moe.py --tree llama.cpp --data .carry/corpus --out /tmp/m --seconds "$SECONDS_TRAIN" \
-    2>&1 | tee /tmp/logs/train.log | grep -v "^step" | tee -a "$OUT/steps.txt"
-cp /tmp/m/train.json "$OUT/"
-log "training done at $((SECONDS - t0)) s; waiting for the build"
-wait
-tail -1 /tmp/logs/build.log | tee -a "$OUT/steps.txt"
-[ "$(cat /tmp/build.rc)" = 0 ] || { tail -30 /tmp/logs/build.log; exit 1; }
-M=/tmp/m/tiny-deepseek-bf16.gguf
-sha256sum $M | tee -a "$OUT/steps.txt"
+build_beside_training llama-quantize,llama-perplexity,llama-imatrix "$SECONDS_TRAIN"
 
 log "llama-imatrix (CUDA)"
 llama.cpp/build-cuda/bin/llama-imatrix -m $M -f .carry/corpus/calib.txt -c 512 --chunks 200 -ngl 999 -o /tmp/m/imatrix.gguf \

@@ -161,18 +161,12 @@ def read_header(path: str | os.PathLike, family: str | None = None) -> GGUFHeade
             vtype = r.unpack(_U32)
             h.kv[key] = r.value(vtype, key, h)
         for _ in range(n_tensors):
-            name = r.string()
-            n_dims = r.unpack(_U32)
-            if n_dims > 4:
-                raise ModelError(f"{path}: corrupt tensor info for '{name}' ({n_dims} dims)")
-            shape = tuple(r.unpack(_U64) for _ in range(n_dims))
-            tval = r.unpack(_U32)
+            name, shape, tval, offset = _tensor_info(r, path)
             try:
                 ttype = decode_type(tval, family)
             except KeyError:
                 of = f" in pin family {family}" if family else ""
                 raise ModelError(f"{path}: tensor '{name}' has unknown ggml type id {tval}{of}") from None
-            offset = r.unpack(_U64)
             h.tensors.append(TensorInfo(name, shape, ttype, 0, offset))
         align = int(h.kv.get("general.alignment", DEFAULT_ALIGNMENT))
         pos = r.tell()
@@ -181,6 +175,16 @@ def read_header(path: str | os.PathLike, family: str | None = None) -> GGUFHeade
         return h
     finally:
         r.close()
+
+
+def _tensor_info(r: _Reader, path: Path) -> tuple[str, tuple[int, ...], int, int]:
+    """One tensor info: name, ne[], the type id as stored, the offset in the data section."""
+    name = r.string()
+    n_dims = r.unpack(_U32)
+    if n_dims > 4:
+        raise ModelError(f"{path}: corrupt tensor info for '{name}' ({n_dims} dims)")
+    shape = tuple(r.unpack(_U64) for _ in range(n_dims))
+    return name, shape, r.unpack(_U32), r.unpack(_U64)
 
 
 def _check_data_fits(h: GGUFHeader, size: int):
@@ -285,12 +289,7 @@ def read_layout(path: str | os.PathLike) -> Layout:
             spans.append((key, start, r.tell()))
         tensors = []
         for _ in range(n_tensors):
-            name = r.string()
-            n_dims = r.unpack(_U32)
-            if n_dims > 4:
-                raise ModelError(f"{path}: corrupt tensor info for '{name}' ({n_dims} dims)")
-            shape = tuple(r.unpack(_U64) for _ in range(n_dims))
-            tensors.append(RawTensor(name, shape, r.unpack(_U32), r.unpack(_U64)))
+            tensors.append(RawTensor(*_tensor_info(r, path)))
         data_offset = (r.tell() + alignment - 1) // alignment * alignment
     finally:
         r.close()
