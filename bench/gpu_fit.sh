@@ -32,10 +32,10 @@ build_beside_training llama-quantize,llama-perplexity,llama-imatrix "$SECONDS_TR
 
 log "llama-imatrix (CUDA)"
 llama.cpp/build-cuda/bin/llama-imatrix -m $M -f .carry/corpus/calib.txt -c 512 --chunks 100 -ngl 999 \
-    -o /tmp/m/imatrix.gguf > /tmp/logs/imatrix.log 2>&1
+    -o $MD/imatrix.gguf > /tmp/logs/imatrix.log 2>&1
 
 log "fit evidence: shelves, measure (calibration text), fits, assemble, eval (held-out text)"
-.venv/bin/python bench/fit_evidence.py --model $M --imatrix /tmp/m/imatrix.gguf \
+.venv/bin/python bench/fit_evidence.py --model $M --imatrix $MD/imatrix.gguf \
     --measure-text .carry/corpus/calib.txt --eval-text .carry/corpus/heldout.txt --dir llama.cpp --backend cuda \
     --workers "$WORKERS" --ctx 512 --measure-chunks "${MEASURE_CHUNKS:-12}" --eval-chunks "${EVAL_CHUNKS:-40}" \
     --groups kind --work /tmp/fw --out /tmp/fit 2>&1 | tee /tmp/logs/fit.log | grep -v "^\[ *[0-9.]* s\] \[" \

@@ -24,12 +24,12 @@ $Q status --dir llama.cpp | tee -a "$OUT/steps.txt"
 build_beside_training llama-quantize,llama-perplexity,llama-imatrix "$SECONDS_TRAIN"
 
 log "llama-imatrix (CUDA)"
-llama.cpp/build-cuda/bin/llama-imatrix -m $M -f .carry/corpus/calib.txt -c 512 --chunks 200 -ngl 999 -o /tmp/m/imatrix.gguf \
+llama.cpp/build-cuda/bin/llama-imatrix -m $M -f .carry/corpus/calib.txt -c 512 --chunks 200 -ngl 999 -o $MD/imatrix.gguf \
     > /tmp/logs/imatrix.log 2>&1
-sha256sum /tmp/m/imatrix.gguf | tee -a "$OUT/steps.txt"
+sha256sum $MD/imatrix.gguf | tee -a "$OUT/steps.txt"
 
 SWEEP=($M --policies stock,n-expert-fix,ffn-down-bump,deepseek-v3 --ftypes IQ2_XXS,IQ2_M,Q2_K,Q3_K_M,Q4_K_M
-       --imatrix /tmp/m/imatrix.gguf --text .carry/corpus/heldout.txt --ctx 512 --chunks "$CHUNKS" --backend cuda
+       --imatrix $MD/imatrix.gguf --text .carry/corpus/heldout.txt --ctx 512 --chunks "$CHUNKS" --backend cuda
        --dir llama.cpp --out /tmp/sweep)
 log "qpatch sweep (20 jobs, CUDA)"
 t1=$SECONDS

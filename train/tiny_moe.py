@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import lzma
 import math
 import sys
 import time
@@ -37,7 +38,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tool"))
 from qpatch.quality import tiny_model  # noqa: E402
 
-MODEL = dict(n_layer=6, n_embd=512, n_ff=1536, n_head=8)  # the rest: tiny_model.spec's defaults
+# The shapes trained here (the rest: tiny_model.spec's defaults). "small": the 75 M model of docs/quality.md
+# (6 blocks, 16 routed experts, 4 used). "large": DeepSeek-V3's proportions at 435 M parameters
+# (16 blocks, 64 routed experts, 6 used; routed experts are 87 % of the weights, DeepSeek-V3's are 96 %).
+SIZES = {
+    "small": dict(n_layer=6, n_embd=512, n_ff=1536, n_head=8),
+    "large": dict(n_layer=16, n_embd=512, n_ff=1536, n_head=8, n_expert=64, n_expert_used=6, n_ff_exp=256),
+}
 
 
 class Cfg:
@@ -131,17 +138,77 @@ class MoE(nn.Module):
         sel = torch.topk(probs + self.bias, c.k, dim=-1).indices
         w = probs.gather(-1, sel)
         w = w / w.sum(-1, keepdim=True).clamp(min=6.103515625e-5) * c.scale
-        out = torch.zeros_like(x2)
-        for e in range(c.E):
-            tok, slot = (sel == e).nonzero(as_tuple=True)
-            if tok.numel() == 0:
-                continue
-            h = x2[tok]
-            y = F.linear(F.silu(F.linear(h, self.gate[e])) * F.linear(h, self.up[e]), self.down[e])
-            out.index_add_(0, tok, (y * w[tok, slot, None]).to(out.dtype))
-        if self.training:
-            self.load = torch.bincount(sel.flatten(), minlength=c.E).float().cpu()
+        out = expert_mix(x2, sel, w, self.gate, self.up, self.down)
+        if self.training:  # stays on the GPU: the balancing step reads it there
+            self.load = torch.bincount(sel.flatten(), minlength=c.E).float().detach()
         return (out + self.shared(x2)).view(shp)
+
+
+def expert_mix(x, sel, w, gate, up, down, pad_limit=2.0):
+    """sum_j w[n, j] * expert_{sel[n, j]}(x[n]) for every token n, with one host sync.
+
+    The (token, slot) pairs are sorted by expert. Where padding every expert to the busiest one's
+    count costs at most pad_limit times the work, all experts run as three batched matmuls;
+    otherwise (a skewed router, early in training) one matmul triple per expert over its slice."""
+    n_tok, k = sel.shape
+    n_exp = gate.shape[0]
+    flat = sel.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    e_sorted = flat[order]
+    tok = order // k
+    counts = torch.bincount(flat, minlength=n_exp)
+    xs = x[tok]
+    cap = int(counts.max())  # the one host sync
+    if cap * n_exp <= pad_limit * flat.numel():
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(flat.numel(), device=x.device) - starts[e_sorted]
+        buf = xs.new_zeros(n_exp, cap, x.shape[1])
+        buf[e_sorted, rank] = xs
+        h = F.silu(torch.bmm(buf, gate.transpose(1, 2))) * torch.bmm(buf, up.transpose(1, 2))
+        ys = torch.bmm(h, down.transpose(1, 2))[e_sorted, rank]
+    else:
+        parts = []
+        for e, xe in enumerate(torch.split(xs, counts.tolist())):
+            if xe.shape[0]:
+                parts.append(F.linear(F.silu(F.linear(xe, gate[e])) * F.linear(xe, up[e]), down[e]))
+        ys = torch.cat(parts)
+    ys = ys.to(x.dtype) * w.reshape(-1)[order, None].to(x.dtype)
+    return torch.zeros_like(x).index_add_(0, tok, ys)
+
+
+def expert_mix_reference(x, sel, w, gate, up, down):
+    """The same sum, one expert at a time (the obvious form; `check_expert_mix` compares the two)."""
+    out = torch.zeros_like(x)
+    for e in range(gate.shape[0]):
+        tok, slot = (sel == e).nonzero(as_tuple=True)
+        if tok.numel():
+            h = x[tok]
+            y = F.linear(F.silu(F.linear(h, gate[e])) * F.linear(h, up[e]), down[e])
+            out.index_add_(0, tok, (y * w[tok, slot, None]).to(out.dtype))
+    return out
+
+
+def check_expert_mix(device) -> None:
+    """Both paths of expert_mix, on balanced and on skewed routing, against the reference: values and gradients."""
+    g = torch.Generator().manual_seed(0)
+    n, d, ff, n_exp, k = 64, 16, 8, 8, 3
+    for skew in (False, True):
+        x = torch.randn(n, d, generator=g).to(device)
+        logits = torch.randn(n, n_exp, generator=g) + (torch.arange(n_exp) == 0) * 10.0 * skew
+        sel = torch.topk(logits, k, dim=-1).indices.to(device)
+        w = torch.rand(n, k, generator=g).to(device)
+        ws = [(torch.randn(n_exp, *s, generator=g) * 0.3).to(device).requires_grad_()
+              for s in ((ff, d), (ff, d), (d, ff))]
+        b = expert_mix_reference(x, sel, w, *ws)
+        gb = torch.autograd.grad(b.square().sum(), ws)
+        for pad_limit in (float("inf"), 0.0):  # batched, then per expert
+            a = expert_mix(x, sel, w, *ws, pad_limit=pad_limit)
+            ga = torch.autograd.grad(a.square().sum(), ws)
+            for u, v in zip((a, *ga), (b, *gb)):
+                if not torch.allclose(u, v, atol=1e-4, rtol=1e-4):
+                    raise SystemExit(f"expert_mix differs from the reference (skewed={skew}, pad_limit={pad_limit}): "
+                                     f"max |diff| {(u - v).abs().max().item():.3g}")
+    print("expert_mix: both paths equal the per-expert reference (values and gradients)", flush=True)
 
 
 class Block(nn.Module):
@@ -209,6 +276,14 @@ class Model(nn.Module):
         return w
 
 
+def read_tokens(path: Path) -> np.ndarray:
+    """uint16 token ids from PATH, or from PATH.xz (how the device call carries the training text: 3.3 MB, not 16)."""
+    if not path.exists() and path.with_name(path.name + ".xz").exists():
+        with lzma.open(path.with_name(path.name + ".xz")) as f:
+            return np.frombuffer(f.read(), dtype=np.uint16).astype(np.int64)
+    return np.fromfile(path, dtype=np.uint16).astype(np.int64)
+
+
 def batches(tokens: np.ndarray, bos: int, seq: int, batch: int, gen: torch.Generator, device):
     t = torch.from_numpy(tokens)
     while True:
@@ -249,6 +324,7 @@ def main(argv=None):
     t.add_argument("--batch", type=int, default=32)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--seed", type=int, default=1234)
+    t.add_argument("--size", choices=sorted(SIZES), default="small", help="the model's shape (SIZES)")
     train(ap.parse_args(argv))
 
 
@@ -257,17 +333,21 @@ def train(a):
     np.random.seed(a.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     vocab = a.tree / tiny_model.VOCAB
-    train_ids = np.fromfile(a.data / "train.bin", dtype=np.uint16).astype(np.int64)
+    train_ids = read_tokens(a.data / "train.bin")
     held_ids = np.fromfile(a.data / "heldout.bin", dtype=np.uint16).astype(np.int64)
     bos = int(held_ids[0])
     n_vocab, _ = tiny_model.vocabulary(vocab)
-    spec = tiny_model.spec(n_vocab, **MODEL)
+    shape = SIZES[a.size]
+    spec = tiny_model.spec(n_vocab, **shape)
     c = Cfg(spec)
     a.out.mkdir(parents=True, exist_ok=True)
     print(f"corpus: {len(train_ids)} train tokens, {len(held_ids)} held-out tokens", flush=True)
+    check_expert_mix(device)
     model = Model(c).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params / 1e6:.1f} M parameters, {c.E} experts ({c.k} used), {c.L} blocks", flush=True)
+    routed = sum(p.numel() for b in model.blocks if isinstance(b.ffn, MoE) for p in (b.ffn.gate, b.ffn.up, b.ffn.down))
+    print(f"model ({a.size}): {n_params / 1e6:.1f} M parameters, {c.E} experts ({c.k} used), {c.L} blocks; "
+          f"routed experts {100 * routed / n_params:.1f} % of the weights", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.1)
     gen = torch.Generator().manual_seed(a.seed)
     it = batches(train_ids, bos, a.seq, a.batch, gen, device)
@@ -289,7 +369,7 @@ def train(a):
         with torch.no_grad():  # DeepSeek-V3's auxiliary-loss-free balancing: nudge the selection bias
             for b in model.blocks:
                 if isinstance(b.ffn, MoE):
-                    load = b.ffn.load.to(device)
+                    load = b.ffn.load
                     b.ffn.bias += 1e-3 * torch.sign(load.mean() - load)
         if step % 100 == 0:
             print(f"step {step:5d}  loss {loss.item():.4f}  lr {lr:.2e}  {time.time() - t_start:6.1f} s", flush=True)
@@ -301,9 +381,10 @@ def train(a):
     print(f"trained {step} steps ({tokens_seen / 1e6:.1f} M tokens) in {train_s:.0f} s; "
           f"torch held-out PPL (ctx {a.seq}, 64 chunks, llama-perplexity's scoring) {ppl:.4f}", flush=True)
     path = tiny_model.write(a.out / "tiny-deepseek-bf16.gguf", vocab, weights=model.gguf_weights(), n_ctx_train=a.seq,
-                            **MODEL)
+                            **shape)
     meta = {"params": n_params, "steps": step, "tokens": tokens_seen, "train_s": round(train_s, 1),
-            "torch_heldout_ppl": ppl, "seed": a.seed, "model": MODEL, "loss_log": log,
+            "torch_heldout_ppl": ppl, "seed": a.seed, "size": a.size, "model": shape,
+            "routed_fraction": round(routed / n_params, 4), "loss_log": log,
             "train_tokens": int(len(train_ids)), "heldout_tokens": int(len(held_ids)), "gguf": str(path)}
     (a.out / "train.json").write_text(json.dumps(meta, indent=1))
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)", flush=True)
