@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tool" / "qpatch"
 # the flow, first to last; a module may import its own stage, the shared modules, and earlier stages
 STAGES = ("gguf", "policy", "predict", "families", "codegen", "checkout", "build", "job", "recipes",
           "quantize", "quality", "shelves", "measure", "cli", "__main__")
-SHARED = ("__init__", "errors", "progress", "cache", "shipped")
+SHARED = ("__init__", "errors", "progress", "cache", "shipped", "files")
 
 
 def stage_of(module: str) -> str:

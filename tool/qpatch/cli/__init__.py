@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from qpatch import __version__
-from qpatch.errors import QpatchError, QuantizeError
+from qpatch.errors import QpatchError, QuantizeError, UsageError
 
 
 class QpatchGroup(click.Group):
@@ -23,6 +23,10 @@ class QpatchGroup(click.Group):
             if e.hint:
                 click.echo(f"hint: {e.hint}", err=True)
             ctx.exit(e.exit_code)
+        except OSError as e:  # the last net: a path the library did not name in an error of its own
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"error: {where}{e.strerror or e}", err=True)
+            ctx.exit(UsageError.exit_code)
 
 
 @click.group(cls=QpatchGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -27,7 +27,8 @@ def export_cmd(policy, model, ftype, imatrix, fmt, pin, allow_partial):
 
     Tensors the overrides cannot reach (stock's choice needed a shape fallback, or stock aborts
     where the policy does not) are named on stderr; then the exit status is 9 unless
-    --allow-partial. `#` lines on top say what the list is for and count its overrides.
+    --allow-partial. `#` lines on stderr say what the list is for and count its overrides; stdout holds
+    exactly what llama-quantize (or the shell, for tensor-type) reads.
     """
     from qpatch.errors import UsageError
     from qpatch.job import Job
@@ -47,7 +48,7 @@ def export_cmd(policy, model, ftype, imatrix, fmt, pin, allow_partial):
                 f"{len(ex.inexpressible)} tensor(s) cannot get the policy's type from a stock llama-quantize "
                 f"with --tensor-type", hint="--allow-partial prints the overrides for the other tensors")
     im = Path(imatrix).name if imatrix else None
-    if fmt == "tensor-type-file":  # the file holds overrides only; what it is for goes to stderr
+    if fmt != "model-card":  # stdout is exactly what llama-quantize (or the shell) reads; what it is for: stderr
         for line in export.header(ex, imatrix=im):
             click.echo(line, err=True)
     click.echo(export.format_recipe(ex, fmt, imatrix=im), nl=False)

@@ -34,16 +34,23 @@ def show_cmd(policy):
 @click.command("render")
 @click.argument("policy")
 @click.option("--pin", default=DEFAULT_PIN, show_default=True, help="pin whose hook the header is rendered for")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="write here (only if changed) instead of stdout")
-def render_cmd(policy, pin, output):
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="write here (only if changed) instead of stdout; a file that exists is replaced only if qpatch "
+                   "generated it")
+@click.option("--force", is_flag=True, help="replace OUTPUT even if it is not a header qpatch generated")
+def render_cmd(policy, pin, output, force):
     """Print the C++ header generated from POLICY (what `qpatch apply` writes into the checkout)."""
     from pathlib import Path
 
     from qpatch.codegen import render
+    from qpatch.errors import UsageError
     from qpatch.policy import loader
 
     text = render.render(loader.load(policy), pin)
     if output:
+        if Path(output).exists() and not force and not render.is_generated(Path(output)):
+            raise UsageError(f"{output} exists and is not a header qpatch generated",
+                             hint="pass --force to overwrite it, or -o another file")
         changed = render.write_if_changed(Path(output), text)
         click.echo(f"{output}: {'written' if changed else 'unchanged'}", err=True)
     else:

@@ -48,5 +48,5 @@ def import_cmd(name, tensor_types, tensor_type_file, custom_q, gguf, model, ftyp
                                     command=shlex.join(["qpatch", *sys.argv[1:]]) if sys.argv[1:2] == ["import"] else "")
     click.echo(f"wrote {r.path}: {r.rules} rule(s), {r.fixups} of them fix-ups")
     click.echo(f"round trip: the policy gives all {r.checked} tensors {r.what}")
-    flag = "" if Path(out_dir).resolve() == (Path.cwd() / "policies").resolve() else f"--policies {out_dir} "
+    flag = "" if Path(out_dir).resolve() == (Path.cwd() / "policies").resolve() else f"--policies {shlex.quote(out_dir)} "
     click.echo(f"use it: qpatch {flag}plan MODEL --ftype F --policy {name}")

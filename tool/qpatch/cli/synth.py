@@ -38,8 +38,10 @@ def synth_cmd(preset, out, imatrix, force, mkdir, checkout):
     pin's real DeepSeek vocabulary, which llama-perplexity runs: for trying eval, measure and fit.
 
     It overwrites nothing and creates no directory unless told (--force, --mkdir)."""
+    import contextlib
     from pathlib import Path
 
+    from qpatch import files
     from qpatch.errors import UsageError
     from qpatch.gguf.synth import write_imatrix, write_model
 
@@ -49,7 +51,10 @@ def synth_cmd(preset, out, imatrix, force, mkdir, checkout):
         if not Path(path).parent.is_dir():
             if not mkdir:
                 raise UsageError(f"directory {Path(path).parent} does not exist", hint="pass --mkdir to create it")
-            Path(path).parent.mkdir(parents=True)
+            try:
+                Path(path).parent.mkdir(parents=True)
+            except OSError as e:
+                raise files.cannot_write(path, e) from None
     if preset == "deepseek-tiny":
         from qpatch.quality import tiny_model
         from qpatch.shipped import default_checkout
@@ -59,12 +64,25 @@ def synth_cmd(preset, out, imatrix, force, mkdir, checkout):
             raise UsageError(f"{vocab} does not exist: deepseek-tiny takes the vocabulary of a llama.cpp checkout",
                              hint="qpatch fetch, or pass --dir CHECKOUT")
         spec = tiny_model.spec(tiny_model.vocabulary(vocab)[0], **tiny_model.tiny())
-        tiny_model.write(out, vocab, **tiny_model.tiny())
     else:
         spec = _spec(preset)
-        write_model(spec, out)
+    # Both files are written beside their targets and renamed at the end: all or nothing.
+    with contextlib.ExitStack() as stack:
+        tmp_out = stack.enter_context(files.replacing(out))
+        tmp_im = stack.enter_context(files.replacing(imatrix)) if imatrix else None
+        writing = out
+        try:
+            if preset == "deepseek-tiny":
+                tiny_model.write(tmp_out, vocab, **tiny_model.tiny())
+            else:
+                write_model(spec, tmp_out)
+            size = tmp_out.stat().st_size
+            if tmp_im:
+                writing = imatrix
+                write_imatrix(spec, tmp_im, legacy=str(imatrix).endswith(".dat"))
+        except OSError as e:
+            raise files.cannot_write(writing, e) from None
     click.echo(f"wrote {out}: {spec.arch}, {spec.n_layer} blocks, {spec.n_expert} experts, "
-               f"{len(spec.tensors())} tensors, {Path(out).stat().st_size / 2**20:.1f} MiB")
+               f"{len(spec.tensors())} tensors, {size / 2**20:.1f} MiB")
     if imatrix:
-        write_imatrix(spec, imatrix, legacy=str(imatrix).endswith(".dat"))
         click.echo(f"wrote {imatrix}")

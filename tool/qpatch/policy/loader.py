@@ -47,6 +47,8 @@ def policies_dirs(extra: tuple = ()) -> list[Path]:
     """The search path: --policies / $QPATCH_POLICIES, ./policies, the shipped policies, then `extra`
     (the directory a checkout recorded when its policy was applied); each directory once."""
     env = os.environ.get("QPATCH_POLICIES")
+    if env and not Path(env).is_dir():
+        raise PolicyError(f"QPATCH_POLICIES={env}: no such directory")
     cands = [_explicit, Path(env) if env else None, Path.cwd() / "policies", shipped_dir(), *map(Path, extra)]
     out: list[Path] = []
     for c in cands:
@@ -100,6 +102,8 @@ def _where(exc: BaseException, dirs: list[Path]) -> str:
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{_rel(exc.filename)}:{exc.lineno}"
     for fs in reversed(traceback.extract_tb(exc.__traceback__)):
+        if fs.filename.startswith("<"):  # code made from a string (a dataclass's __init__), not a file
+            continue
         if any(Path(fs.filename).resolve().is_relative_to(d) for d in dirs):
             return f"{_rel(fs.filename)}:{fs.lineno}"
     return ""
@@ -125,6 +129,10 @@ def load(name: str, extra: tuple = ()) -> Policy:
 def _load(name: str, extra: tuple) -> Policy:
     path = find(name, extra)
     if path is None:
+        for d in policies_dirs(extra):
+            if "-" in name and (d / f"{name}.py").is_file():
+                raise PolicyError(f"{_rel(str(d / f'{name}.py'))}: a policy's file name joins words with '_' "
+                                  f"(it is imported as a Python module): rename it {name.replace('-', '_')}.py")
         known = ", ".join(available(extra)) or "(none)"
         dirs = ", ".join(str(d) for d in policies_dirs(extra)) or "(none)"
         raise PolicyError(f"unknown policy '{name}'", hint=f"known policies: {known} (looked in {dirs}; "

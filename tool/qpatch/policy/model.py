@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import ClassVar, Union
@@ -329,6 +330,8 @@ class Select:
             raise PolicyError("a selector takes exactly one of kinds=, contains=, pattern=, stock=")
         if self.stock is not None and self.stock not in STOCK_SITES:
             raise PolicyError(f"Select(stock={self.stock!r}): stock's rule sites are {', '.join(STOCK_SITES)}")
+        if self.pattern is not None:
+            check_pattern(self.pattern)
 
     def describe(self):
         if self.kinds:
@@ -338,6 +341,32 @@ class Select:
         if self.contains:
             return f"*{self.contains}*"
         return f"/{self.pattern}/"
+
+
+# What Python's re takes and C++'s std::regex (ECMAScript grammar: the rendered code and llama-quantize
+# match with it) refuses or reads otherwise; a pattern must mean the same in both.
+_PYTHON_ONLY = (
+    (re.compile(r"\(\?P[<=>]"), "named groups (?P...)"),
+    (re.compile(r"\(\?<[=!]"), "lookbehind (?<=...) / (?<!...)"),
+    (re.compile(r"\(\?<\w"), "named groups (?<name>...)"),
+    (re.compile(r"\(\?[aiLmsux-]+[:)]"), "inline flags such as (?i)"),
+    (re.compile(r"\(\?[#>]"), "comments (?#...) and atomic groups (?>...)"),
+    (re.compile(r"\\[AZz]"), "\\A, \\Z and \\z (use ^ and $)"),
+    (re.compile(r"[*+?}][+]"), "possessive quantifiers (*+, ++, ?+)"),
+)
+
+
+def check_pattern(pattern: str) -> None:
+    """A tensor-name regex that both Python's re and C++'s std::regex (ECMAScript) read alike."""
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise PolicyError(f"Select(pattern={pattern!r}): not a valid regex: {e}") from None
+    unescaped = re.sub(r"\\[^AZz]", "", pattern)  # escaped characters are literals in both grammars
+    for rx, what in _PYTHON_ONLY:
+        if rx.search(unescaped):
+            raise PolicyError(f"Select(pattern={pattern!r}): {what} are Python's alone; C++'s std::regex "
+                              "(ECMAScript), which llama-quantize uses, refuses or reads them otherwise")
 
 
 @dataclass(frozen=True)
@@ -371,11 +400,24 @@ class Policy:
     content_hash: str = ""
     directory: str = ""  # where it was found (the loader sets it; not part of the hash)
 
-    def __post_init__(self):
+    def __post_init__(self):  # the loader names the file and line of the Policy(...) that fails here
         if self.missing_imatrix not in ("abort", "q8_0"):
-            raise PolicyError(f"{self.source}: missing_imatrix must be 'abort' or 'q8_0'")
+            raise PolicyError(f"missing_imatrix must be 'abort' or 'q8_0', not {self.missing_imatrix!r}")
         if self.imatrix_mismatch not in ("abort", "ignore"):
-            raise PolicyError(f"{self.source}: imatrix_mismatch must be 'abort' or 'ignore'")
+            raise PolicyError(f"imatrix_mismatch must be 'abort' or 'ignore', not {self.imatrix_mismatch!r}")
+        if not isinstance(self.rules, tuple) or not all(isinstance(r, Rule) for r in self.rules):
+            raise PolicyError("rules must be a tuple of rule(...)s")
+        for name in ("archs", "pins", "families"):
+            v = getattr(self, name)
+            if not isinstance(v, tuple) or not all(isinstance(x, str) for x in v):
+                raise PolicyError(f"{name} must be a tuple of strings, e.g. {name}=({'deepseek2' if name == 'archs' else 'NAME'!r},)")
+        if self.fallback is not None:
+            entries = self.fallback if isinstance(self.fallback, tuple) else None
+            for e in entries if entries is not None else [self.fallback]:
+                if not (isinstance(e, tuple) and len(e) == 2 and all(isinstance(t, T) for t in e)):
+                    got = tuple(f"T.{t.name}" if isinstance(t, T) else repr(t) for t in e) if isinstance(e, tuple) else e
+                    raise PolicyError(f"fallback entries are (T.FROM, T.TO) pairs of types, e.g. "
+                                      f"((T.IQ4_NL, T.Q8_0),): got {got!r}".replace("'", ""))
 
 
 # -------------------------------------------------------------------- building helpers

@@ -423,14 +423,15 @@ def describe_lost(lost: tuple[Inexpressible, ...]) -> list[str]:
 
 
 def format_recipe(ex: Export, fmt: str = "tensor-type", *, imatrix: str | None = None) -> str:
-    """The list in one of FORMATS, with `#` comment lines on top naming what it is for and its count."""
+    """The list in one of FORMATS, exactly what its reader takes (`header` says what it is for: the CLI
+    prints that on stderr). A model card is markdown for people, with everything in it."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format '{fmt}'", hint=f"formats: {', '.join(FORMATS)}")
     if fmt == "tensor-type-file":  # llama-quantize reads every word of the file as PATTERN=TYPE: no comments
         return "".join(f"{o.spec}\n" for o in ex.overrides)
     if fmt == "model-card":
         return model_card(ex, imatrix=imatrix)
-    return "\n".join(header(ex, imatrix=imatrix) + _body(ex, fmt)) + "\n"
+    return "\n".join(_body(ex, fmt)) + "\n"
 
 
 def _sets(names: tuple[str, ...]) -> str:

@@ -26,6 +26,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from qpatch import files
 from qpatch.errors import PolicyError, UsageError
 from qpatch.families.pins import family_of
 from qpatch.gguf.catalogue import T
@@ -120,6 +121,9 @@ def import_policy(name: str, *, model, ftype: str | None = None, overrides: list
     path = Path(out_dir) / f"{name.replace('-', '_')}.py"
     if path.exists() and not force:
         raise UsageError(f"{path} exists", hint="pass --force to overwrite it")
+    if (loader.shipped_dir() / path.name).is_file() and not force:
+        raise UsageError(f"'{name}' is a policy qpatch ships: {path} would hide it wherever {out_dir} is on the "
+                         "search path", hint="choose another name, or pass --force to hide the shipped one")
     stock = loader.load("stock")
     if gguf is not None:
         quant = read_model(gguf, family_of(pin).name)  # type ids in the pin's numbering
@@ -155,10 +159,13 @@ def import_policy(name: str, *, model, ftype: str | None = None, overrides: list
     else:
         raise PolicyError(f"the import does not round-trip: {len(wrong)} tensor(s) still differ "
                           f"(e.g. {next(iter(wrong))}); no file written")
-    text = _source(name, what, same_as, ftype, Path(model).name, pin, lines, command)
+    text = _source(name, what, same_as, ftype, Path(model or gguf).name, pin, lines, command)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise files.cannot_write(path, e) from None
+    files.write_text(path, text)
     return Imported(name, path, len(lines), fixups, len(got.tensors), what)
 
 
