@@ -92,15 +92,16 @@ def make_options(pin: str, ftype: str, *, imatrix=None, output_tensor_type=None,
              "tensor_type": list(tensor_types) or tensor_type_file, "pure": pure,
              "leave_output_tensor": leave_output_tensor, "prune_layers": prune_layers, "kind_types": kind_types,
              "ignore_imatrix_rules": ignore_imatrix_rules, "custom_q": list(custom_q)}
+    flags = {"tensor_type": "--tensor-type" if tensor_types else "--tensor-type-file", "kind_types": "--kind-type"}
     for opt, value in given.items():
         if value and opt not in fam.options:
-            raise UsageError(f"--{opt.replace('_', '-')} is not an option of pin {pin}'s llama-quantize "
-                             f"(family {fam.name})")
+            raise UsageError(f"{flags.get(opt, '--' + opt.replace('_', '-'))} is not an option of pin {pin}'s "
+                             f"llama-quantize (family {fam.name})")
     specs = (list(tensor_types) + (read_tensor_type_file(tensor_type_file) if tensor_type_file else [])
              + list(custom_q))
     return Options(
         ftype=cat.parse_ftype(ftype),
-        imatrix=read_imatrix(imatrix) if imatrix else None,
+        imatrix=read_imatrix(imatrix, fam.imatrix_formats, f"pin {pin}'s llama-quantize") if imatrix else None,
         output_tensor_type=cat.parse_type(output_tensor_type, what="--output-tensor-type") if output_tensor_type else None,
         token_embedding_type=(cat.parse_type(token_embedding_type, what="--token-embedding-type")
                               if token_embedding_type else None),

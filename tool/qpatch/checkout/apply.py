@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from qpatch.checkout.repo import HEADER_HASH_TRAILER, POLICY_HASH_TRAILER, POLICY_TRAILER, Checkout
 from qpatch.codegen import render
-from qpatch.errors import CheckoutError, QpatchError, Stale
+from qpatch.errors import CheckoutError, PolicyError, QpatchError, Stale
 from qpatch.families.pins import load_pin
 from qpatch.policy import loader
 from qpatch.policy.model import Policy
@@ -98,15 +99,21 @@ def check(policy: str | None = None, directory=None) -> str:
     st = co.status()
     applied = st.policy
     policy = policy or applied
+    dir_flag = f" --dir {shlex.quote(str(directory))}" if directory is not None else ""
+    apply_cmd = f"qpatch {loader.search_flag()}apply {policy or 'POLICY'}{dir_flag}"
     if policy is None:
-        raise CheckoutError(f"{co.path}: no policy applied", hint="run `qpatch apply POLICY`")
+        raise CheckoutError(f"{co.path}: no policy applied", hint=f"run `{apply_cmd}`")
     header = co.path / render.GENERATED_PATH
     have = header.read_text() if header.exists() else ""
-    want = render.render(loader.load(policy, extra=recorded_dirs(co)), co.pin_name)
+    recorded = recorded_dirs(co)
+    if loader.find(policy, recorded) is None and recorded and not Path(recorded[0]).is_dir():
+        raise PolicyError(f"unknown policy '{policy}': the checkout applied it from {recorded[0]}, which no longer "
+                          "exists", hint="qpatch --policies DIR check, with DIR where the policy file is now")
+    want = render.render(loader.load(policy, extra=recorded), co.pin_name)
     if have == want and applied == policy:
         return f"{co.path}: {render.GENERATED_PATH} is up to date with policy {policy} ({co.pin_name})"
     lines = difflib.unified_diff(have.splitlines(True), want.splitlines(True),
                                  f"a/{render.GENERATED_PATH} (checkout)", f"b/{render.GENERATED_PATH} (policy {policy})")
     what = (f"the checkout has policy '{applied}' applied, not '{policy}'" if applied != policy
             else f"{render.GENERATED_PATH} is stale against policy {policy}")
-    raise Stale(f"{what}\n{''.join(lines)}", hint=f"run `qpatch apply {policy}` and rebuild")
+    raise Stale(f"{what}\n{''.join(lines)}", hint=f"run `{apply_cmd}` and rebuild (qpatch build{dir_flag})")

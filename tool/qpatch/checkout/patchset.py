@@ -61,8 +61,9 @@ class PatchInfo:
 
     @property
     def upstream_status(self) -> str:
-        m = re.search(r"^\s*Upstream(?:[- ]Status)?:\s*(.+)$", self.header, re.M | re.I)
-        return m[1].strip() if m else ""
+        """The Upstream: field with its indented continuation lines, joined."""
+        m = re.search(r"^\s*Upstream(?:[- ]Status)?:\s*(.+(?:\n[ \t]+\S.*)*)", self.header, re.M | re.I)
+        return " ".join(m[1].split()) if m else ""
 
 
 @dataclass(frozen=True)

@@ -85,9 +85,14 @@ def plan_cmd(model, ftype, policy, imatrix, output_tensor_type, token_embedding_
         click.echo(report.format_markdown(p))
     else:
         click.echo(report.format_table(p, show_unquantized=show_all))
-    n = len(p.errors) + (len(base.errors) if compare else 0)
-    if n:
-        raise QuantizeError(f"llama-quantize would fail on this job ({n} problem(s) listed above)")
+    errors = p.errors + (base.errors if compare else [])
+    if errors:
+        if fmt == "json":  # the JSON on stdout holds them all ("errors"); stderr names the first few
+            for e in errors[:5]:
+                click.echo(f"problem: {e}", err=True)
+            more = f", {len(errors) - 5} more in the JSON's \"errors\"" if len(errors) > 5 else ""
+            raise QuantizeError(f"llama-quantize would fail on this job ({len(errors)} problem(s): listed above{more})")
+        raise QuantizeError(f"llama-quantize would fail on this job ({len(errors)} problem(s) listed above)")
 
 
 # Every command, registered here explicitly (the command modules import nothing from this one).

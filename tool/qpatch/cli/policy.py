@@ -76,8 +76,12 @@ def apply_cmd(policy, directory, pin):
     verb = "applied" if a.changed else "already applied"
     click.echo(f"{verb}: policy {a.policy} on pin {a.pin}, branch {a.branch} ({time.perf_counter() - t0:.2f} s)")
     if a.changed:
-        hint = "make build-cpu" if directory is None else f"make build-cpu DIR={directory}"
-        click.echo(f"next: {hint} (or qpatch build --cpu); only the quantize source recompiles")
+        import shlex
+
+        d = "" if directory is None else shlex.quote(directory)
+        hint = "make build-cpu (or qpatch build --cpu)" if directory is None else \
+            f"make build-cpu DIR={d} (or qpatch build --cpu --dir {d})"
+        click.echo(f"next: {hint}; only the quantize source recompiles")
 
 
 @click.command("diff")

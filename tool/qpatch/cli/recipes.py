@@ -43,7 +43,8 @@ def import_cmd(name, tensor_types, tensor_type_file, custom_q, gguf, model, ftyp
         overrides = recipe_import.parse_custom_q(custom_q)
     if overrides is not None and not model:
         raise UsageError("importing overrides needs --model: the model the round trip is planned on")
-    r = recipe_import.import_policy(name, model=model, ftype=ftype, overrides=overrides, gguf=gguf,
+    flag = "--custom-q" if custom_q else "--tensor-type-file" if tensor_type_file else "--tensor-type"
+    r = recipe_import.import_policy(name, model=model, ftype=ftype, overrides=overrides, gguf=gguf, recipe_flag=flag,
                                     pin=pin or DEFAULT_PIN, out_dir=Path(out_dir), force=force, imatrix=imatrix,
                                     command=shlex.join(["qpatch", *sys.argv[1:]]) if sys.argv[1:2] == ["import"] else "")
     click.echo(f"wrote {r.path}: {r.rules} rule(s), {r.fixups} of them fix-ups")

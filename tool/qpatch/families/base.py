@@ -29,6 +29,8 @@ class Family:
     tensor_type_flag: str = "--tensor-type"
     # per-kind type options of its llama-quantize (ik: attn_v_type -> --attn-v-type ...), for --kind-type
     kind_options: tuple[str, ...] = ()
+    # the imatrix file formats its llama-quantize reads (gguf.imatrix.FORMATS)
+    imatrix_formats: tuple[str, ...] = ("gguf", "legacy")
     # CMake definitions the family's tree needs beyond build.py's own (a user's -D still wins)
     cmake_defines: tuple[tuple[str, str], ...] = ()
 
@@ -45,11 +47,12 @@ class Family:
         """The family's policy template, relative to the template loader's roots."""
         return f"{self.name}/policy.h.j2"
 
-    def parse_tensor_types(self, specs: list[str], catalogue: Catalogue) -> tuple:
-        """The ordered regex=type overrides as this family's llama-quantize reads its flag's values."""
+    def parse_tensor_types(self, specs: list[str], catalogue: Catalogue, flag: str | None = None) -> tuple:
+        """The ordered regex=type overrides as this family's llama-quantize reads its flag's values (`flag`: the
+        option they came with, for messages; default: the family's own)."""
         from qpatch.predict.evaluate import parse_tensor_type
 
-        return tuple(parse_tensor_type(s, catalogue) for s in specs)
+        return tuple(parse_tensor_type(s, catalogue, flag or self.tensor_type_flag) for s in specs)
 
     def tensor_type_args(self, specs: list[str]) -> list[str]:
         """llama-quantize's arguments for those overrides."""

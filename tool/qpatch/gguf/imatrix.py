@@ -14,16 +14,21 @@ from qpatch.errors import ModelError
 from qpatch.gguf.header import MAGIC, read_header
 
 
-def read_imatrix(path: str | Path) -> dict[str, int]:
-    """Map tensor name -> number of floats in its entry."""
+FORMATS = ("gguf", "legacy")
+
+
+def read_imatrix(path: str | Path, formats: tuple[str, ...] = FORMATS, reader: str = "llama-quantize") -> dict[str, int]:
+    """Map tensor name -> number of floats in its entry; `formats`: those the reading binary takes."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: imatrix file not found")
     with open(path, "rb") as f:
         magic = f.read(4)
-    if magic == MAGIC:
-        return _read_gguf(path)
-    return _read_legacy(path)
+    fmt = "gguf" if magic == MAGIC else "legacy"
+    if fmt not in formats:
+        raise ModelError(f"{path}: a {fmt.upper() if fmt == 'gguf' else fmt} imatrix; {reader} reads only "
+                         f"{' or '.join(f.upper() if f == 'gguf' else 'the legacy binary format (.dat)' for f in formats)}")
+    return _read_gguf(path) if fmt == "gguf" else _read_legacy(path)
 
 
 def _read_gguf(path: Path) -> dict[str, int]:
@@ -37,6 +42,8 @@ def _read_gguf(path: Path) -> dict[str, int]:
             sums[t.name[: -len(".in_sum2")]] = n
         elif t.name.endswith(".counts"):
             counts.add(t.name[: -len(".counts")])
+    if not sums and not counts and "general.architecture" in h.kv:
+        raise ModelError(f"{path}: a GGUF model, not an imatrix")
     for key in ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size"):
         if key not in h.kv and key not in h.skipped:
             raise ModelError(f"{path}: missing imatrix metadata '{key}' (llama-quantize refuses this file)")
@@ -60,8 +67,8 @@ def _read_legacy(path: Path) -> dict[str, int]:
         return v
 
     n_entries = take("<i")
-    if n_entries < 1:
-        raise ModelError(f"{path}: no data in imatrix file")
+    if n_entries < 1 or n_entries > len(data) // 17:  # each entry takes at least 17 bytes
+        raise ModelError(f"{path}: not an imatrix file: neither GGUF nor the legacy binary format")
     out = {}
     for _ in range(n_entries):
         n = take("<i")

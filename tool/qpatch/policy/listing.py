@@ -12,7 +12,8 @@ def _table(head: tuple[str, ...], rows: list[tuple[str, ...]], wrap: dict[int, i
 
     cells = []
     for r in rows:
-        parts = [textwrap.wrap(c, (wrap or {}).get(i, 10**6), break_on_hyphens=False) or [""] for i, c in enumerate(r)]
+        parts = [textwrap.wrap(c, (wrap or {}).get(i, 10**6), break_on_hyphens=False,
+                                break_long_words=False) or [""] for i, c in enumerate(r)]
         height = max(len(p) for p in parts)
         cells += [tuple(p[k] if k < len(p) else "" for p in parts) for k in range(height)]
     widths = [max(len(r[i]) for r in cells + [head]) for i in range(len(head))]

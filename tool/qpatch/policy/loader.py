@@ -37,6 +37,13 @@ def use_policies_dir(path: str | os.PathLike | None):
     _explicit = Path(path).resolve() if path is not None else None
 
 
+def search_flag() -> str:
+    """`--policies DIR ` when the CLI was given one (for hints that name a command to run next), else ''."""
+    import shlex
+
+    return f"--policies {shlex.quote(str(_explicit))} " if _explicit is not None else ""
+
+
 def shipped_dir() -> Path:
     from qpatch.shipped import policies_dir
 

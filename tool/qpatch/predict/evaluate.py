@@ -98,21 +98,21 @@ class Plan:
         return {t.name: t.type.name for t in self.tensors}
 
 
-def parse_tensor_type(spec: str, catalogue: Catalogue) -> tuple[str, T]:
-    """`PATTERN=TYPE` as llama-quantize parses it: the pattern is lowercased."""
+def parse_tensor_type(spec: str, catalogue: Catalogue, flag: str = "--tensor-type") -> tuple[str, T]:
+    """`PATTERN=TYPE` as llama-quantize parses it: the pattern is lowercased. `flag`: the option it came with."""
     if "=" not in spec:
-        raise UsageError(f"malformed --tensor-type '{spec}' (expected PATTERN=TYPE)")
+        raise UsageError(f"malformed {flag} '{spec}' (expected PATTERN=TYPE)")
     pat, _, typ = spec.partition("=")
     if not pat:
-        raise UsageError(f"--tensor-type '{spec}': missing tensor name")
+        raise UsageError(f"{flag} '{spec}': missing tensor name")
     if not typ:
-        raise UsageError(f"--tensor-type '{spec}': missing quantization type")
+        raise UsageError(f"{flag} '{spec}': missing quantization type")
     pat = pat.lower()
     try:
         re.compile(pat)
     except re.error as e:
-        raise UsageError(f"--tensor-type '{spec}': bad regex: {e}") from None
-    return pat, catalogue.parse_type(typ, what="type in --tensor-type")
+        raise UsageError(f"{flag} '{spec}': bad regex: {e}") from None
+    return pat, catalogue.parse_type(typ, what=f"type in {flag}")
 
 
 def parse_prune_layers(spec: str) -> tuple[int, ...]:
@@ -343,8 +343,13 @@ def types_named(policy: Policy) -> list[tuple[str, T]]:
 
 
 def check_types(policy: Policy, catalogue: Catalogue, pin: str) -> None:
-    """A policy that names a ggml type the pin does not have is an error (it would not compile there)."""
+    """A policy that names a ggml type the pin does not have is an error (it would not compile there), and so
+    is one whose `pins` leave this pin out (plan, render, export and apply refuse it alike)."""
     from qpatch.errors import PolicyError
+
+    if policy.pins and pin not in policy.pins:
+        raise PolicyError(f"policy '{policy.name}' is for pin(s) {', '.join(policy.pins)}, not {pin}",
+                          hint=f"pass --pin {policy.pins[0]}, or add {pin} to its pins=(...) in {policy.source}")
 
     for source, t in types_named(policy):
         if not catalogue.has_type(t) and t not in (T.F32, T.F16, T.BF16):
@@ -384,6 +389,13 @@ def plan_warnings(model: ModelFacts, policy: Policy, opts: Options, p: Plan) -> 
 
         if not any(hits(r.select) for r in policy.rules):
             out.append(f"none of policy {policy.name}'s {len(policy.rules)} rule(s) selects a tensor of this model")
+    # the policy's missing_imatrix="q8_0" answer: one note per row says so; the total belongs in a warning
+    to_q8 = [t for t in p.tensors if "no imatrix" in t.rule and "-> Q8_0" in t.rule]
+    if to_q8:
+        share = sum(t.nbytes for t in to_q8) / max(1, p.total_bytes)
+        out.append(f"{len(to_q8)} tensor(s), {100 * share:.0f} % of the file, are Q8_0 instead of {p.options.ftype.name}'s "
+                   f"types: they need an imatrix{' entry' if opts.imatrix is not None else ''} and policy "
+                   f"{policy.name} answers a missing one with Q8_0 (pass --imatrix)")
     if opts.imatrix is not None:
         chosen = [t for t in p.tensors if t.chosen]
         missing = [t.name for t in chosen if t.name not in opts.imatrix]

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 from dataclasses import dataclass
 
 from qpatch.errors import QuantizeError, UsageError
@@ -454,11 +455,11 @@ def model_card(ex: Export, *, imatrix: str | None = None) -> str:
     lines = [f"### Quantization: {p.options.ftype.name}, {human_bytes(total)}, {p.bpw:.3f} bpw", "",
              f"Made with llama.cpp {p.pin}'s stock `llama-quantize` and the overrides below (the mix of qpatch "
              f"policy `{p.policy.name}`, checked tensor by tensor with qpatch's model of that llama-quantize).", "",
-             "```sh", "llama-quantize" + (f" --imatrix {imatrix}" if imatrix else "") + " \\"]
+             "```sh", "llama-quantize" + (f" --imatrix {shlex.quote(imatrix)}" if imatrix else "") + " \\"]
     args = p.family.tensor_type_args([o.spec for o in ex.overrides])  # the family's flag, as it reads it
     lines += [f"  {flag} '{value}' \\" for flag, value in zip(args[::2], args[1::2])]
-    lines += [f"  {p.model.name} {p.model.name.removesuffix('.gguf')}-{p.options.ftype.name}.gguf "
-              f"{p.options.ftype.name}", "```", ""]
+    out = f"{p.model.name.removesuffix('.gguf')}-{p.options.ftype.name}.gguf"
+    lines += [f"  {shlex.quote(p.model.name)} {shlex.quote(out)} {p.options.ftype.name}", "```", ""]
     if ex.overrides:
         lines += ["| override | sets |", "|---|---|"]
         # a | inside a table cell ends the cell, even inside backticks: markdown wants it escaped

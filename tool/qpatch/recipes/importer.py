@@ -68,12 +68,13 @@ def _kind_line(kind: str, blocks: list[int], all_blocks: list[int], typ: T) -> L
     return Line(f"in_blocks({kind!r}, {spec!r})", in_blocks(kind, spec), typ)
 
 
-def lines_from_overrides(specs: list[str], pin: str) -> list[Line]:
-    """One rule per override, read as the pin's llama-quantize reads its flag (ik: case-sensitive --custom-q)."""
+def lines_from_overrides(specs: list[str], pin: str, flag: str | None = None) -> list[Line]:
+    """One rule per override, read as the pin's llama-quantize reads its flag (ik: case-sensitive --custom-q);
+    `flag`: the option the user gave them with, for messages."""
     fam = family_of(pin)
     out = []
     for spec in specs:
-        [(pat, t)] = fam.parse_tensor_types([spec], fam.catalogue)
+        [(pat, t)] = fam.parse_tensor_types([spec], fam.catalogue, flag)
         out.append(Line(f"Select(pattern={pat!r})", Select(pattern=pat), t, f"{fam.tensor_type_flag} {spec}"))
     return out
 
@@ -115,7 +116,7 @@ class Imported:
 
 def import_policy(name: str, *, model, ftype: str | None = None, overrides: list[str] | None = None,
                   gguf=None, pin: str, out_dir: Path, force: bool = False, imatrix=None,
-                  command: str = "") -> Imported:
+                  command: str = "", recipe_flag: str | None = None) -> Imported:
     if not re.fullmatch(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", name) or keyword.iskeyword(name.replace("-", "_")):
         raise UsageError(f"policy name '{name}': use lower-case words joined by '-' (e.g. my-recipe)")
     path = Path(out_dir) / f"{name.replace('-', '_')}.py"
@@ -139,7 +140,7 @@ def import_policy(name: str, *, model, ftype: str | None = None, overrides: list
             raise UsageError("nothing to import: give --tensor-type, --tensor-type-file, --custom-q or --gguf")
         if not ftype:
             raise UsageError("importing overrides needs --ftype: the ftype the recipe is used with")
-        lines = lines_from_overrides(overrides, pin)
+        lines = lines_from_overrides(overrides, pin, recipe_flag)
         job = Job.create(model, ftype, policy=stock, pin=pin, imatrix=imatrix)
         recipe = job.family.parse_tensor_types(list(overrides), job.family.catalogue)  # as its flag reads them
         effect = dataclasses.replace(job, options=dataclasses.replace(job.options, tensor_types=recipe)).plan()

@@ -275,6 +275,7 @@ class IkLlama(Family):
                          "kind_types", "ignore_imatrix_rules"})
     kind_options = tuple(KIND_OPTIONS)
     export_formats = ("custom-q",)
+    imatrix_formats = ("legacy",)  # its llama-quantize reads no GGUF imatrix
     tensor_type_flag = "--custom-q"
     # llama-quantize and llama-perplexity live under examples/. The IQK flash-attention CPU kernels are 6 files
     # of ~85 s of compile each on one core that neither quantizing nor perplexity without -fa runs: off
@@ -284,7 +285,7 @@ class IkLlama(Family):
     def plan(self, model, policy, opts):
         return plan(model, policy, opts)
 
-    def parse_tensor_types(self, specs, catalogue):
+    def parse_tensor_types(self, specs, catalogue, flag=None):  # messages as the binary words them
         return tuple(o for spec in specs for o in parse_custom_q(spec, catalogue))
 
     def tensor_type_args(self, specs):
