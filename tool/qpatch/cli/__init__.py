@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from qpatch import __version__
+from qpatch.cli.job_options import type_options
 from qpatch.errors import QpatchError, QuantizeError, UsageError
 
 
@@ -45,33 +46,17 @@ def cli(policies_dir):
 @click.option("--ftype", "-f", required=True, help="llama-quantize ftype, e.g. Q4_K_M, IQ1_M")
 @click.option("--policy", "-p", default="stock", show_default=True, help="policy name (see `qpatch list`)")
 @click.option("--imatrix", type=click.Path(dir_okay=False), help="imatrix file (GGUF or legacy)")
-@click.option("--output-tensor-type", help="as llama-quantize's --output-tensor-type")
-@click.option("--token-embedding-type", help="as llama-quantize's --token-embedding-type")
-@click.option("--tensor-type", "tensor_types", multiple=True, metavar="PAT=TYPE", help="as llama-quantize (repeatable)")
-@click.option("--tensor-type-file", type=click.Path(dir_okay=False), help="as llama-quantize's --tensor-type-file")
-@click.option("--pure", is_flag=True, help="as llama-quantize's --pure")
-@click.option("--leave-output-tensor", is_flag=True, help="as llama-quantize's --leave-output-tensor")
-@click.option("--prune-layers", metavar="L0,L1,...", help="as llama-quantize's --prune-layers")
-@click.option("--custom-q", "custom_q", multiple=True, metavar="PAT=TYPE,...", help="ik_llama.cpp's --custom-q")
-@click.option("--kind-type", "kind_types", multiple=True, metavar="OPTION=TYPE",
-              help="ik_llama.cpp's per-kind options, e.g. attn-v-type=q8_0 for --attn-v-type q8_0 (repeatable)")
-@click.option("--ignore-imatrix-rules", is_flag=True, help="ik_llama.cpp's --ignore-imatrix-rules")
+@type_options
 @click.option("--pin", default=None, help="llama.cpp pin whose rules apply (default: the default pin, see `qpatch pins`)")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True)
 @click.option("--all", "show_all", is_flag=True, help="table: also list tensors kept as they are")
 @click.option("--compare", metavar="POLICY", help="show only what differs from POLICY's plan (e.g. stock)")
-def plan_cmd(model, ftype, policy, imatrix, output_tensor_type, token_embedding_type, tensor_types, tensor_type_file,
-             pure, leave_output_tensor, prune_layers, custom_q, kind_types, ignore_imatrix_rules, pin, fmt, show_all,
-             compare):
+def plan_cmd(model, ftype, policy, imatrix, pin, fmt, show_all, compare, **options):
     """Predict the type of every tensor of MODEL for FTYPE under a policy."""
     from qpatch.job import Job
     from qpatch.predict import report
 
-    job = Job.create(model, ftype, policy=policy, pin=pin, imatrix=imatrix, output_tensor_type=output_tensor_type,
-                     token_embedding_type=token_embedding_type, tensor_types=tensor_types,
-                     tensor_type_file=tensor_type_file, pure=pure, leave_output_tensor=leave_output_tensor,
-                     prune_layers=prune_layers, custom_q=custom_q, kind_types=kind_types,
-                     ignore_imatrix_rules=ignore_imatrix_rules)
+    job = Job.create(model, ftype, policy=policy, pin=pin, imatrix=imatrix, **options)
     p = job.plan()
     if compare:
         base = job.with_policy(compare).plan()

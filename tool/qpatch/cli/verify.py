@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from qpatch.cli.job_options import type_options
+
 
 @click.command("verify")
 @click.argument("quant", type=click.Path(dir_okay=False))
@@ -12,21 +14,13 @@ import click
 @click.option("--source", type=click.Path(dir_okay=False), help="the unquantized model (shapes and kinds)")
 @click.option("--ftype", "-f", help="default: the file's general.file_type")
 @click.option("--imatrix", type=click.Path(dir_okay=False), help="the imatrix used (default: read from the file)")
-@click.option("--tensor-type", "tensor_types", multiple=True, metavar="PAT=TYPE", help="overrides used (repeatable)")
-@click.option("--custom-q", "custom_q", multiple=True, metavar="PAT=TYPE,...", help="ik_llama.cpp's --custom-q used")
-@click.option("--kind-type", "kind_types", multiple=True, metavar="OPTION=TYPE", help="ik_llama.cpp's per-kind options used")
-@click.option("--output-tensor-type")
-@click.option("--token-embedding-type")
-@click.option("--pure", is_flag=True)
-def verify_cmd(quant, policy, pin, source, ftype, imatrix, tensor_types, custom_q, kind_types, output_tensor_type, token_embedding_type,
-               pure):
-    """Check every tensor of QUANT against the prediction; exit 1 and list the differences if any."""
+@type_options
+def verify_cmd(quant, policy, pin, source, ftype, imatrix, **options):
+    """Check every tensor of QUANT against the prediction; exit 1 and list the differences if any.
+    The type options are those the file was quantized with."""
     from qpatch.quantize import verify
 
-    r = verify.verify(quant, policy=policy, source=source, ftype=ftype, imatrix=imatrix, tensor_types=tensor_types,
-                      custom_q=custom_q, kind_types=kind_types,
-                      output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
-                      pin=pin)
+    r = verify.verify(quant, policy=policy, source=source, ftype=ftype, imatrix=imatrix, pin=pin, **options)
     click.echo(verify.report(r))
     verify.check(r)
 
@@ -37,32 +31,20 @@ def verify_cmd(quant, policy, pin, source, ftype, imatrix, tensor_types, custom_
 @click.option("--ftype", "-f", required=True)
 @click.option("--policy", "-p", help="refuse unless the checkout has this policy applied (default: what is applied)")
 @click.option("--imatrix", type=click.Path(dir_okay=False, exists=True))
-@click.option("--tensor-type", "tensor_types", multiple=True, metavar="PAT=TYPE")
-@click.option("--custom-q", "custom_q", multiple=True, metavar="PAT=TYPE,...", help="ik_llama.cpp's --custom-q")
-@click.option("--kind-type", "kind_types", multiple=True, metavar="OPTION=TYPE",
-              help="ik_llama.cpp's per-kind options, e.g. attn-v-type=q8_0 (repeatable)")
-@click.option("--ignore-imatrix-rules", is_flag=True, help="ik_llama.cpp's --ignore-imatrix-rules")
-@click.option("--output-tensor-type")
-@click.option("--token-embedding-type")
-@click.option("--pure", is_flag=True)
-@click.option("--leave-output-tensor", is_flag=True)
+@type_options
 @click.option("--threads", type=int, help="llama-quantize threads (default: all cores)")
 @click.option("--backend", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="which build's llama-quantize (build-cpu/ or build-cuda/)")
 @click.option("--dir", "checkout", type=click.Path(file_okay=False), help="checkout (default: llama.cpp/ in the project)")
-def quantize_cmd(model, out, ftype, policy, imatrix, tensor_types, custom_q, kind_types, ignore_imatrix_rules,
-                 output_tensor_type, token_embedding_type, pure,
-                 leave_output_tensor, threads, backend, checkout):
+def quantize_cmd(model, out, ftype, policy, imatrix, threads, backend, checkout, **options):
     """Quantize MODEL to OUT with the checkout's llama-quantize, then verify every tensor."""
     from qpatch.cli.checkout import ClickProgress
     from qpatch.quantize import runner, verify
     from qpatch.shipped import default_checkout
 
     r, seconds = runner.quantize(
-        checkout or default_checkout(), model, out, ftype, policy=policy, imatrix=imatrix,
-        tensor_types=tensor_types, custom_q=custom_q, kind_types=kind_types, ignore_imatrix_rules=ignore_imatrix_rules,
-        output_tensor_type=output_tensor_type, token_embedding_type=token_embedding_type, pure=pure,
-        leave_output_tensor=leave_output_tensor, threads=threads, backend=backend, progress=ClickProgress())
+        checkout or default_checkout(), model, out, ftype, policy=policy, imatrix=imatrix, threads=threads,
+        backend=backend, progress=ClickProgress(), **options)
     click.echo(f"quantized {model} -> {out} in {seconds:.1f} s")
     click.echo(verify.report(r))
     verify.check(r)
