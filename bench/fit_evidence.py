@@ -66,9 +66,11 @@ def main() -> int:
     ap.add_argument("--measure-chunks", type=int, default=16)
     ap.add_argument("--eval-chunks", type=int, default=32)
     ap.add_argument("--groups", default="kind")
+    ap.add_argument("--candidates", default=",".join(CANDIDATES), help="the types measured for every group")
     ap.add_argument("--work", default="/tmp/fit-work")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
+    candidates = tuple(a.candidates.split(","))
     log = Log()
     work, out = Path(a.work), Path(a.out)
     work.mkdir(parents=True, exist_ok=True)
@@ -82,7 +84,7 @@ def main() -> int:
             p = Job.create(model, ft, policy=pol, imatrix=im).plan()
             if not p.errors:
                 plans[pol, ft] = p
-    types = sorted(set(shelf.types_for(plans.values())) | {T[t] for t in CANDIDATES}, key=lambda t: t.name)
+    types = sorted(set(shelf.types_for(plans.values())) | {T[t] for t in candidates}, key=lambda t: t.name)
     t0 = time.perf_counter()
     for t in types:  # one at a time: a type that cannot be shelved is reported and left out
         try:
@@ -100,7 +102,7 @@ def main() -> int:
     table_path = work / "table.json"
     t0 = time.perf_counter()
     s = jobs.measure(model, shelves_dir=sset.dir, text=a.measure_text, out=table_path, checkout=a.dir,
-                     settings=settings, types=[t for t in CANDIDATES if T[t] in sset.shelves], workers=a.workers,
+                     settings=settings, types=[t for t in candidates if T[t] in sset.shelves], workers=a.workers,
                      progress=log)
     res["timing"].update(measure_wall_s=round(s.wall, 1), measure_jobs=s.jobs,
                          measure_ppl_summed_s=round(s.seconds_ppl, 1),

@@ -38,6 +38,6 @@ log "fit evidence: shelves, measure (calibration text), fits, assemble, eval (he
 .venv/bin/python bench/fit_evidence.py --model $M --imatrix $MD/imatrix.gguf \
     --measure-text .carry/corpus/calib.txt --eval-text .carry/corpus/heldout.txt --dir llama.cpp --backend cuda \
     --workers "$WORKERS" --ctx 512 --measure-chunks "${MEASURE_CHUNKS:-12}" --eval-chunks "${EVAL_CHUNKS:-40}" \
-    --groups kind --work /tmp/fw --out /tmp/fit 2>&1 | tee /tmp/logs/fit.log | grep -v "^\[ *[0-9.]* s\] \[" \
+    --groups kind ${CANDIDATES:+--candidates "$CANDIDATES"} --work /tmp/fw --out /tmp/fit 2>&1 | tee /tmp/logs/fit.log | grep -v "^\[ *[0-9.]* s\] \[" \
     | tee -a "$OUT/steps.txt"
 log "done at $((SECONDS - t0)) s"
