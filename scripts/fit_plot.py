@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Plot bench/fit_evidence.py's results.json: size against held-out mean KLD, stock and shipped policies
-at six ftypes against the fitted mixes (exact and greedy). Usage: fit_plot.py results.json out.png"""
+at six ftypes against the fitted mixes (exact and greedy). Usage: fit_plot.py results.json out.png [TITLE]"""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def main(src: str, dst: str) -> int:
+def main(src: str, dst: str, title: str = "75 M DeepSeek-shaped MoE") -> int:
     res = json.load(open(src))
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     marks = {"stock": "o", "n-expert-fix": "s", "ffn-down-bump": "^", "deepseek-v3": "D"}
@@ -29,7 +29,7 @@ def main(src: str, dst: str) -> int:
     ax.set_yscale("log")
     ax.set_xlabel("size (MiB of tensor data)")
     ax.set_ylabel("mean KLD vs BF16, held-out text")
-    ax.set_title("75 M DeepSeek-shaped MoE: fitted mixes vs stock and shipped policies")
+    ax.set_title(f"{title}: fitted mixes vs stock and shipped policies")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -38,4 +38,4 @@ def main(src: str, dst: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:3]))
+    sys.exit(main(*sys.argv[1:4]))
