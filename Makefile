@@ -62,9 +62,11 @@ golden: setup
 catalogues: setup
 	$(BIN)/python -m qpatch.families.extract "$(TREE)" tool/qpatch/families/$(FAMILY)/catalogue.json
 
-# Regenerate docs/policies/*.md (rules and before/after plans on a DeepSeek-V3-shaped model).
+# Regenerate docs/policies/*.md (rules and before/after plans on a DeepSeek-V3-shaped model) and the output
+# of every marked console example in README.md and docs/ (scripts/doc_examples.py; --check in the tests).
 docs: setup
 	$(BIN)/python scripts/policy_docs.py docs/policies
+	$(BIN)/python scripts/doc_examples.py
 
 # The main job on a fresh machine, offline: fetch the pin (sdist), apply deepseek-v3, build
 # llama-quantize for CPU, write a DeepSeek-V3-shaped model + imatrix, plan, quantize, verify.

@@ -30,3 +30,16 @@ def test_a_policy_example_loads_and_plans(doc, i, block, tmp_path):
                                  "--imatrix", str(imatrix), "--policy", name])
     assert r.exit_code == 0, r.output
     assert f"pol/{name.replace('-', '_')}.py:" in r.stdout  # some tensor is decided by the example's own rule
+
+
+def test_the_docs_console_examples_print_what_qpatch_prints():
+    """Every `<!-- example: FIXTURE -->` console block of README.md and docs/ is run and its output compared
+    (scripts/doc_examples.py; `make docs` rewrites them): an example that rots fails here."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "doc_examples.py"), "--check"], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+    n = int(r.stderr.split()[0])
+    assert n >= 9, r.stderr  # the examples are found (a broken marker would silently check nothing)
