@@ -50,6 +50,7 @@ FIXTURES = {
     "thin": [_synth("deepseek-v3", "deepseek-v3-thin.gguf", "deepseek-v3-thin.imatrix.gguf")],
     "ds": [_synth("deepseek-v3", "ds.gguf", "ds.imatrix.gguf")],
     "ds-mini": [_synth("deepseek-v3-mini", "ds.gguf", "ds.imatrix.gguf")],
+    "ds-dat": [_synth("deepseek-v3", "ds.gguf", "ds.imatrix.dat")],  # the legacy imatrix, which ik reads
     "shaped": [_shaped],
 }
 

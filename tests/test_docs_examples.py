@@ -42,4 +42,4 @@ def test_the_docs_console_examples_print_what_qpatch_prints():
                        text=True, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
     n = int(r.stderr.split()[0])
-    assert n >= 9, r.stderr  # the examples are found (a broken marker would silently check nothing)
+    assert n >= 14, r.stderr  # the examples are found (a broken marker would silently check nothing)
