@@ -266,3 +266,16 @@ def test_setup_declares_every_package(tmp_path):
     assert "would be ignored" not in r.stdout + r.stderr
     assert (tmp_path / "lib" / "qpatch_data" / "patches" / "ik-55d3c05b" / "series").is_file()
     assert (tmp_path / "lib" / "qpatch" / "codegen" / "templates" / "policy.h.j2").is_file()
+
+
+def test_plot_without_matplotlib_says_which_extra(tmp_path, monkeypatch, zoo_files):
+    """matplotlib is the optional extra qpatch[plot]: --plot without it is refused before any work starts."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    model, _ = zoo_files["deepseek2-mla-10L"]
+    (tmp_path / "t.txt").write_text("text\n")
+    r = run("eval", model, model, "--text", tmp_path / "t.txt", "--plot", tmp_path / "p.png")
+    assert r.exit_code == UsageError.exit_code and "qpatch[plot]" in r.stderr
+    assert not (tmp_path / "p.png").exists()

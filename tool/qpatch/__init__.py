@@ -14,9 +14,11 @@ checks this):
     recipes   plans to and from llama-quantize's own recipe options
     quantize  running llama-quantize and verifying what it wrote
     quality   llama-perplexity evaluation and sweeps
+    shelves   one quantization per type, and any mix assembled from them byte for byte
+    measure   each tensor group's measured KLD cost (on Dask) and the exact fit to a size budget
     cli       the command line
 
-errors, progress, cache and shipped are shared by every stage.
+errors, progress, cache, shipped and files are shared by every stage.
 """
 
 __version__ = "0.1.0"

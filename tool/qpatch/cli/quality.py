@@ -55,8 +55,10 @@ def eval_cmd(base, quants, text, ctx, chunks, backend, threads, checkout, fmt, p
     and the settings); each quant is then compared with them.
     """
     from qpatch.cli.checkout import ClickProgress
-    from qpatch.quality import evaluation
+    from qpatch.quality import evaluation, tables
 
+    if plot:
+        tables.require_plotting()
     settings = evaluation.Settings(ctx=ctx, chunks=chunks, backend=backend, threads=threads)
     rep = evaluation.evaluate(base, list(quants), text, checkout=_checkout_dir(checkout), settings=settings,
                               progress=ClickProgress())
@@ -85,8 +87,10 @@ def sweep_cmd(model, policies, ftypes, imatrix, out_dir, no_keep, text, ctx, chu
 
     from qpatch.cli.checkout import ClickProgress
     from qpatch.errors import JobsFailed
-    from qpatch.quality import evaluation, sweep
+    from qpatch.quality import evaluation, sweep, tables
 
+    if plot:
+        tables.require_plotting()
     settings = evaluation.Settings(ctx=ctx, chunks=chunks, backend=backend, threads=threads)
     split = lambda s: [x for x in s.replace(" ", ",").split(",") if x]  # noqa: E731
     out_dir = out_dir or Path("out") / "sweep" / Path(model).stem

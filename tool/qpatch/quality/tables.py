@@ -73,9 +73,20 @@ def pareto(rows: list[dict]) -> list[dict]:
     return front
 
 
+def require_plotting() -> None:
+    """--plot needs matplotlib, an optional extra: say so before any work starts, not after it."""
+    import importlib.util
+
+    from qpatch.errors import UsageError
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib, which is not installed", hint="pip install 'qpatch[plot]'")
+
+
 def plot(base: dict, rows: list[dict], path: str | Path, title: str | None = None) -> Path:
     """Size (MiB) against mean KLD (log scale), a labelled point per quant, a colour and marker per policy;
     the Pareto front drawn as a step line."""
+    require_plotting()
     import matplotlib
 
     matplotlib.use("Agg")

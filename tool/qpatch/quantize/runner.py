@@ -96,6 +96,7 @@ def quantize(checkout: Path, model, out, ftype: str, *, policy: str | None = Non
     binary = cmake.binary(checkout, backend, "llama-quantize")
     a, pol = preflight(checkout, policy, binary)
     job = Job.create(model, ftype, policy=pol, pin=a.pin, imatrix=imatrix, **options)
-    require_runnable(job.plan())
+    plan = job.plan()  # once: checked before the run, compared with what it wrote after
+    require_runnable(plan)
     seconds = execute(binary, job.quantize_args(out, threads=threads or os.cpu_count()), out, progress=progress)
-    return compare(job, out), seconds
+    return compare(job, out, plan=plan), seconds

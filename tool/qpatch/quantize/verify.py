@@ -80,10 +80,11 @@ def verify(quant_path, *, policy: "str | Policy | None" = None, source=None, fty
     return compare(job, quant_path, quant=quant, imatrix_source=im_src)
 
 
-def compare(job: Job, quant_path, *, quant: ModelFacts | None = None, imatrix_source: str | None = None) -> VerifyResult:
-    """Every tensor of the quantized file against the job's plan."""
+def compare(job: Job, quant_path, *, quant: ModelFacts | None = None, imatrix_source: str | None = None,
+            plan: Plan | None = None) -> VerifyResult:
+    """Every tensor of the quantized file against the job's plan (`plan`: the job's, if the caller has it)."""
     quant = quant or read_model(quant_path, job.family.catalogue.family)
-    p = job.plan()
+    p = plan or job.plan()
     actual = {t.name: t.type for t in quant.tensors}
     mismatches = [Mismatch(t.name, t.type.name, actual[t.name].name, t.rule)
                   for t in p.tensors if t.name in actual and actual[t.name] != t.type]
