@@ -8,17 +8,18 @@ DIR        ?= llama.cpp
 TARGETS    ?= llama-quantize
 CUDA_ARCHS ?=
 
-.PHONY: help setup test test-fast bench golden docs clean build-cpu build-cuda demo fuzz catalogues
+.PHONY: help setup test test-fast lint bench golden docs clean build-cpu build-cuda demo fuzz catalogues
 
 help:
 	@echo "make setup       create .venv with qpatch and test dependencies"
 	@echo "make test        run the whole test suite (builds llama-quantize once, cached in ~/.cache/qpatch)"
 	@echo "make test-fast   tests that need no compiled binary"
+	@echo "make lint        ruff (pycodestyle + pyflakes, 120 columns) over the code, tests and scripts"
 	@echo "make bench       benchmarks (bench/), printed as one table"
 	@echo "make build-cpu   build TARGETS (default llama-quantize) of the checkout DIR into DIR/build-cpu/bin"
 	@echo "make build-cuda  the same with CUDA into DIR/build-cuda/bin (CUDA_ARCHS='80;90', default: the GPU present)"
 	@echo "make golden      regenerate the golden C++ renders under tests/golden/"
-	@echo "make docs        regenerate docs/policies/*.md (rules, plans, differences between pins)"
+	@echo "make docs        regenerate docs/policies/*.md and the output of the docs' marked console examples"
 	@echo "make catalogues  re-extract a family's catalogue.json from a fetched pin (FAMILY=, TREE=)"
 
 setup: $(BIN)/qpatch
@@ -34,6 +35,9 @@ test: setup
 
 test-fast: setup
 	$(BIN)/pytest -n $(JOBS) -q -m "not binary and not install"
+
+lint: setup
+	$(BIN)/ruff check tool tests scripts bench train setup.py
 
 build-cpu: setup
 	$(BIN)/qpatch build --cpu --dir "$(DIR)" --jobs $(JOBS) $(addprefix --target ,$(TARGETS))

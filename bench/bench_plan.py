@@ -89,7 +89,8 @@ def side_by_side(where: Path, qpatch: Path, runs: int):
     cases = [
         ("llama-quantize --dry-run IQ1_M (0c1e57098)", [binary, "--dry-run", model, "IQ1_M", "1"]),
         ("qpatch plan -f IQ1_M --pin 0c1e57098", [str(qpatch), "plan", model, "-f", "IQ1_M", "--pin", "0c1e57098"]),
-        ("  same, --format json", [str(qpatch), "plan", model, "-f", "IQ1_M", "--pin", "0c1e57098", "--format", "json"]),
+        ("  same, --format json",
+         [str(qpatch), "plan", model, "-f", "IQ1_M", "--pin", "0c1e57098", "--format", "json"]),
         ("  same, --policy deepseek-v3",
          [str(qpatch), "plan", model, "-f", "IQ1_M", "--pin", "0c1e57098", "--policy", "deepseek-v3"]),
     ]

@@ -79,7 +79,8 @@ def pin_differences(name: str, models, home: str) -> list[str]:
                                   tb.type.name, rb[tb.name].split("; ")[-1][:60])] += 1
     if not rows:
         return ["The policy gives every tensor the same type on every shipped pin (both models, every ftype)."]
-    out = ["| pin | model | ftype | imatrix | tensors | there | here | decided here by | n |", "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| pin | model | ftype | imatrix | tensors | there | here | decided here by | n |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for k, n in sorted(rows.items()):
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in k) + f" | {n} |")
     return out
@@ -117,8 +118,8 @@ def main(out_dir: Path):
                           f"--compare stock`", "", "```", report.format_compare(base, new), "```", ""]
             parts += ["## Where this policy's types differ between pins", "",
                       f"Every tensor of a DeepSeek-V3-shaped and a DeepSeek-V2-Lite-shaped model, every ftype both "
-                      f"pins of the same code base have, imatrix on and off: the other pin's type (*there*) against {home}'s "
-                      f"(*here*). "
+                      f"pins of the same code base have, imatrix on and off: the other pin's type (*there*) "
+                      f"against {home}'s (*here*). "
                       f"The policy's docstring above says why.", "", *pin_differences(name, models, home), ""]
             (out_dir / f"{name}.md").write_text("\n".join(parts))
             print(f"{out_dir / (name + '.md')}")

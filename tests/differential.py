@@ -64,7 +64,8 @@ def check(binary: Path, model: Path, ftype: str, out_dir: Path, *, imatrix: Path
     Returns the plan, so callers can also check that a case means what it was written for."""
     args = list(args)
     label = label or f"{model.stem} {ftype} imatrix={imatrix.name if imatrix else 'none'}" + (
-        f" {' '.join(args)}" if args else "") + ("" if policy == "stock" else f" policy={getattr(policy, 'name', policy)}")
+        f" {' '.join(args)}" if args else "") + (
+        "" if policy == "stock" else f" policy={getattr(policy, 'name', policy)}")
     plan = plans.make_plan(model, ftype, policy=policy, imatrix=imatrix, pin=pin, **plan_kwargs(args))
     result = quantize(binary, model, ftype, out_dir, imatrix=imatrix, args=args)
     if plan.errors:

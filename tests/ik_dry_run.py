@@ -37,7 +37,8 @@ def run(binary: Path, model: Path, ftype: str, *, imatrix: Path | None = None, a
     cmd = [str(binary), "--dry-run", *args, *(["--imatrix", str(imatrix)] if imatrix else []), str(model), ftype, "2"]
     r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=600)
     log = r.stdout + r.stderr
-    return {"returncode": r.returncode, "types": written_types(log), "log_tail": "\n".join(log.strip().splitlines()[-6:])}
+    return {"returncode": r.returncode, "types": written_types(log),
+            "log_tail": "\n".join(log.strip().splitlines()[-6:])}
 
 
 def check(binary: Path, model: Path, ftype: str, *, pin: str, imatrix: Path | None = None, args=(),

@@ -62,7 +62,8 @@ OPTIONS = [
     ("tensor-types-counter-skips", "llama-moe8-gqa2-13L", "IQ2_XXS", True, ["--tensor-type", r"blk\.[0-2]\.=q4_k"],
      {"tensor_types": [r"blk\.[0-2]\.=q4_k"]}, "ok"),
     ("leave-output", "llama-gqa4-16L", "Q4_K_M", False, ["--leave-output-tensor"], {"leave_output_tensor": True}, "ok"),
-    ("prune-layers", "llama-gqa4-16L", "Q4_K_M", False, ["--prune-layers", "3,5,5,9"], {"prune_layers": "3,5,5,9"}, "ok"),
+    ("prune-layers", "llama-gqa4-16L", "Q4_K_M", False, ["--prune-layers", "3,5,5,9"], {"prune_layers": "3,5,5,9"},
+     "ok"),
     ("prune-layers-moe", "deepseek2-mla-10L", "Q3_K_M", True, ["--prune-layers", "0,4"], {"prune_layers": "0,4"}, "ok"),
     # Q1_0 (block 128) on rows of 200: no fallback is defined, the binary throws
     ("q1_0-no-fallback", "llama-rows200-10L", "Q1_0", False, [], {}, "fails"),

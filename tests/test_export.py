@@ -131,7 +131,8 @@ def test_no_two_overrides_of_one_type_could_share_a_pattern(zoo, policies):
                     cells = [re.match(r"blk\.(\d+)\.(.+)\.weight", n).groups() for n in a.sets + b.sets]
                     blocks = {int(c[0]) for c in cells}
                     kinds = {c[1] for c in cells}
-                    clash = [n for n, t in reach.items() if t != a.type and (m := re.match(r"blk\.(\d+)\.(.+)\.weight$", n))
+                    clash = [n for n, t in reach.items()
+                             if t != a.type and (m := re.match(r"blk\.(\d+)\.(.+)\.weight$", n))
                              and int(m.group(1)) in blocks and m.group(2) in kinds]
                     assert clash, f"{a.spec} and {b.spec} could be one pattern"
                     checked += 1

@@ -62,14 +62,16 @@ def test_random_policies_change_only_what_their_rules_decide(zoo_facts, pol, fty
         for t, b in zip(p.tensors, base.tensors, strict=True):
             r = by_source.get(re.match(r"[^;( ]*", t.rule).group(0))
             if r is None:
-                assert t.type == b.type, f"{t.name}: no rule decided it ({t.rule}), yet {t.type.name} != stock's {b.type.name}"
+                assert t.type == b.type, \
+                    f"{t.name}: no rule decided it ({t.rule}), yet {t.type.name} != stock's {b.type.name}"
                 continue
             sel = r.select
             assert (kind_of(t.name) in sel.kinds) if sel.kinds else (sel.contains in t.name), (t.name, r)
             if isinstance(r.then, Set) and not t.fell_back and "--" not in t.rule:
                 assert t.type == r.then.type or t.rule.endswith("(already this type)"), (t.name, r)
         c = _plan(facts, catch_all, ftype, entries)
-        diff = [(a.name, a.type.name, a.rule, b.type.name, b.rule) for a, b in zip(p.tensors, c.tensors) if a.type != b.type]
+        diff = [(a.name, a.type.name, a.rule, b.type.name, b.rule) for a, b in zip(p.tensors, c.tensors)
+                if a.type != b.type]
         assert not diff, diff[:3]
 
 

@@ -110,7 +110,8 @@ def test_import_an_ik_recipe_round_trips(ik_zoo, tmp_path):
     r = CliRunner().invoke(cli, ["import", "ikr", "--model", str(path), "-f", "IQ2_KS", "--imatrix", str(im),
                                  "--pin", IK_PIN, "--custom-q", recipe, "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
-    assert "3 rule(s), 0 of them fix-ups" in r.stdout and "--custom-q ffn_down_exps=iq3_k" in (tmp_path / "ikr.py").read_text()
+    assert "3 rule(s), 0 of them fix-ups" in r.stdout
+    assert "--custom-q ffn_down_exps=iq3_k" in (tmp_path / "ikr.py").read_text()
     effect = job.make_plan(path, "IQ2_KS", imatrix=im, pin=IK_PIN, custom_q=[recipe])
     loader.use_policies_dir(tmp_path)
     try:

@@ -22,7 +22,8 @@ def test_parse_kld_reads_every_statistic():
     s = perplexity.parse_kld((LOGS / "kld.log").read_text())
     assert (s.ppl, s.ppl_unc, s.ppl_base) == (34596.958359, 462.985273, 34707.515585)
     assert (s.ppl_ratio, s.ln_ppl_ratio) == (0.996815, -0.00319)
-    assert (s.kld_mean, s.kld_unc, s.kld_median, s.kld_p99, s.kld_max) == (0.03504, 0.00034, 0.034159, 0.054571, 0.058004)
+    assert (s.kld_mean, s.kld_unc, s.kld_median, s.kld_p99, s.kld_max) == \
+        (0.03504, 0.00034, 0.034159, 0.054571, 0.058004)
     assert (s.same_top, s.same_top_unc, s.rms_dp) == (8.929, 1.271, 0.001)
 
 
@@ -111,7 +112,8 @@ def test_tiny_model_is_a_deepseek2_gguf_with_the_vocabulary(tmp_path):
     assert names["blk.1.attn_k_b.weight"].shape == (64, 256, 4)  # qk_nope, kv_lora, heads: as the converter splits
     assert names["blk.1.ffn_down_exps.weight"].shape == (256, 256, 16)
     assert "blk.0.ffn_gate_inp.weight" not in names and names["blk.0.ffn_down.weight"].shape == (512, 256)  # dense lead
-    assert names["blk.1.ffn_gate_inp.weight"].type.name == "F32" and names["blk.1.ffn_up_exps.weight"].type.name == "BF16"
+    assert names["blk.1.ffn_gate_inp.weight"].type.name == "F32"
+    assert names["blk.1.ffn_up_exps.weight"].type.name == "BF16"
 
 
 def test_tiny_model_refuses_weights_that_do_not_fit(tmp_path):

@@ -62,7 +62,8 @@ def test_eval_table_json_csv_and_plot(tree, work):
     assert q4["size_bytes"] > q2["size_bytes"] and q4["bpw"] > q2["bpw"]
     assert 0 < q4["kld_mean"] < q2["kld_mean"]  # more bits, closer to the base
     assert q2["ppl_base"] == pytest.approx(out["base"]["ppl"], rel=1e-6)
-    assert out["settings"] == {"ctx": 128, "chunks": 8, "backend": "cpu"} and out["llama_perplexity"].startswith("version:")
+    assert out["settings"] == {"ctx": 128, "chunks": 8, "backend": "cpu"}
+    assert out["llama_perplexity"].startswith("version:")
     assert (d / "e.png").read_bytes()[:4] == b"\x89PNG"
     t = _eval(tree, base, quants["Q2_K"], "--text", text)
     assert t.exit_code == 0
@@ -134,8 +135,8 @@ def test_sweep_measures_caches_and_keeps_going(current_patched_build, work, tmp_
     assert "  stock-IQ2_XXS: llama-quantize would fail" in r.stdout and "blk.2.ffn_up_exps.weight" in r.stdout
     q = read_header(tmp_path / "out" / "base-deepseek-v3-IQ2_XXS.gguf").kv
     assert (q["qpatch.policy"], q["qpatch.pin"]) == ("deepseek-v3", PIN)  # written by qpatch quantize
-    v = CliRunner().invoke(cli, ["verify", str(tmp_path / "out" / "base-deepseek-v3-IQ2_XXS.gguf"), "--source", str(base),
-                                 "--imatrix", str(imatrix)])  # policy and pin read from the file
+    v = CliRunner().invoke(cli, ["verify", str(tmp_path / "out" / "base-deepseek-v3-IQ2_XXS.gguf"),
+                                 "--source", str(base), "--imatrix", str(imatrix)])  # policy and pin read from the file
     assert v.exit_code == 0 and "policy=deepseek-v3" in v.stdout and "OK: every tensor" in v.stdout
     assert (tmp_path / "s.png").exists()
     assert "4 jobs: 0 measured, 3 from" in again.stderr and "1 failed" in again.stderr

@@ -22,7 +22,8 @@ def _plan(model, im, policy, ftype="IQ2_XXS", pdir=None):
 
 
 def test_an_exported_recipe_imports_back_to_the_policy_it_came_from(zoo_files, tmp_path):
-    """deepseek-v3 -> `qpatch export` (a --tensor-type-file a stock binary takes) -> `qpatch import` -> the same plan."""
+    """deepseek-v3 -> `qpatch export` (a --tensor-type-file a stock binary takes) -> `qpatch import` -> the same
+    plan."""
     model, im = zoo_files[DS]
     r = CliRunner().invoke(cli, ["export", "deepseek-v3", str(model), "-f", "IQ2_XXS", "--imatrix", str(im),
                                  "--format", "tensor-type-file"])

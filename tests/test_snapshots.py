@@ -94,7 +94,8 @@ def test_snapshot_reproduced(name, snapshots):
         # type choice alone, as llama_quant_compute_types: a missing imatrix matters only to a real run
         assert all(e in p.real_run_only for e in p.errors), f"[{ftype}] {p.errors[:2]}"
         got = {t.name: t.type for t in p.tensors}
-        assert set(listed) <= set(got), f"[{ftype}] snapshot lists tensors we lack: {sorted(set(listed) - set(got))[:3]}"
+        lacking = sorted(set(listed) - set(got))
+        assert not lacking, f"[{ftype}] snapshot lists tensors we lack: {lacking[:3]}"
         for n, t in got.items():
             want = T[listed.get(n, default).upper()]
             if t != want:

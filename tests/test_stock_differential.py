@@ -16,9 +16,9 @@ from differential import check
 from stock_binary import PIN
 
 from qpatch.families.pins import family_of
+from qpatch.gguf.synth import Spec, write_model
 
 FTYPES = family_of(PIN).catalogue.ftypes
-from qpatch.gguf.synth import Spec, write_model
 
 pytestmark = pytest.mark.binary
 

@@ -86,9 +86,11 @@ def test_fetch_notices_a_modified_working_tree(checkout, upstream):
 def test_errors_are_collapsed_by_message_over_block_ranges():
     from qpatch.predict.report import collapse_errors
 
-    errs = [f"blk.{i}.ffn_up_exps.weight: missing importance matrix for a very low-bit type (IQ1_S)" for i in range(3, 61)]
+    errs = [f"blk.{i}.ffn_up_exps.weight: missing importance matrix for a very low-bit type (IQ1_S)"
+            for i in range(3, 61)]
     errs += ["output.weight: row length 100 is not a multiple of 256", "GGML_ASSERT n_attention_wv is unexpected: 3"]
-    errs += [f"blk.{i}.attn_k_b.weight: missing importance matrix for a very low-bit type (IQ1_S)" for i in (0, 1, 2, 5)]
+    errs += [f"blk.{i}.attn_k_b.weight: missing importance matrix for a very low-bit type (IQ1_S)"
+             for i in (0, 1, 2, 5)]
     assert collapse_errors(errs) == [
         "missing importance matrix for a very low-bit type (IQ1_S): 62 tensors: blk.[3-60].ffn_up_exps.weight, "
         "blk.[0-2,5].attn_k_b.weight",
@@ -158,7 +160,8 @@ def test_step_has_a_default_ladder_and_says_when_it_cannot_step(pdir, zoo_files)
     assert all(t["rule"].endswith("(Step: stock's Q3_K is off the ladder, kept)") for t in exps)
     r = CliRunner().invoke(cli, ["plan", str(model), "-f", "Q4_K_M", "--policy", "stepper", "--format", "json"])
     assert {t["type"] for t in json.loads(r.stdout)["tensors"] if "ffn_down_exps" in t["name"]} <= {"Q5_K", "Q8_0"}
-    (pdir / "badstep.py").write_text(HEADER + "R = rule('ffn_down', Step(1.5))\nPOLICY = Policy('badstep', 'x', (R,))\n")
+    (pdir / "badstep.py").write_text(HEADER + "R = rule('ffn_down', Step(1.5))\n"
+                                     "POLICY = Policy('badstep', 'x', (R,))\n")
     with pytest.raises(PolicyError, match=r"badstep\.py:3: Step\(1\.5\): the number of steps must be an integer"):
         loader.load("badstep")
 

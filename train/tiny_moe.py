@@ -50,9 +50,11 @@ SIZES = {
 class Cfg:
     def __init__(self, spec):
         self.V, self.d, self.L, self.lead = spec.n_vocab, spec.n_embd, spec.n_layer, spec.leading_dense
-        self.H, self.nope, self.rope, self.v = spec.n_head, spec.head_k_mla - spec.qk_rope, spec.qk_rope, spec.head_v_mla
+        self.H, self.nope, self.rope = spec.n_head, spec.head_k_mla - spec.qk_rope, spec.qk_rope
+        self.v = spec.head_v_mla
         self.q_lora, self.kv_lora = spec.q_lora, spec.kv_lora
-        self.ff, self.ff_exp, self.E, self.k, self.shared = spec.n_ff, spec.n_ff_exp, spec.n_expert, spec.n_expert_used, spec.shared_experts
+        self.ff, self.ff_exp, self.shared = spec.n_ff, spec.n_ff_exp, spec.shared_experts
+        self.E, self.k = spec.n_expert, spec.n_expert_used
         self.eps, self.base, self.scale = tiny_model.RMS_EPS, tiny_model.ROPE_BASE, tiny_model.WEIGHTS_SCALE
 
 
@@ -111,7 +113,8 @@ class Attention(nn.Module):
 class SwiGLU(nn.Module):
     def __init__(self, d, ff):
         super().__init__()
-        self.gate, self.up, self.down = nn.Linear(d, ff, bias=False), nn.Linear(d, ff, bias=False), nn.Linear(ff, d, bias=False)
+        self.gate, self.up = nn.Linear(d, ff, bias=False), nn.Linear(d, ff, bias=False)
+        self.down = nn.Linear(ff, d, bias=False)
 
     def forward(self, x):
         return self.down(F.silu(self.gate(x)) * self.up(x))
@@ -249,7 +252,8 @@ class Model(nn.Module):
         def n(t):
             return t.detach().float().cpu().numpy()
 
-        w = {"token_embd.weight": n(self.embd.weight), "output_norm.weight": n(self.norm.w), "output.weight": n(self.out.weight)}
+        w = {"token_embd.weight": n(self.embd.weight), "output_norm.weight": n(self.norm.w),
+             "output.weight": n(self.out.weight)}
         for i, b in enumerate(self.blocks):
             p, a = f"blk.{i}.", b.attn
             kv_b = n(a.kv_b.weight).reshape(c.H, c.nope + c.v, c.kv_lora)
@@ -258,7 +262,8 @@ class Model(nn.Module):
                 p + "attn_q_a.weight": n(a.q_a.weight), p + "attn_q_a_norm.weight": n(a.q_a_norm.w),
                 p + "attn_q_b.weight": n(a.q_b.weight), p + "attn_kv_a_mqa.weight": n(a.kv_a.weight),
                 p + "attn_kv_a_norm.weight": n(a.kv_a_norm.w),
-                p + "attn_k_b.weight": np.ascontiguousarray(kv_b[:, :c.nope, :].transpose(0, 2, 1)),  # (H, kv_lora, nope)
+                # (H, kv_lora, nope)
+                p + "attn_k_b.weight": np.ascontiguousarray(kv_b[:, :c.nope, :].transpose(0, 2, 1)),
                 p + "attn_v_b.weight": np.ascontiguousarray(kv_b[:, c.nope:, :]),  # (H, v, kv_lora)
                 p + "attn_output.weight": n(a.o.weight),
             })

@@ -67,7 +67,8 @@ class Job:
             args.append("--leave-output-tensor")
         if o.prune_layers:
             args += ["--prune-layers", ",".join(map(str, o.prune_layers))]
-        args += ["--override-kv", f"qpatch.policy=str:{self.policy.name}", "--override-kv", f"qpatch.pin=str:{self.pin}"]
+        args += ["--override-kv", f"qpatch.policy=str:{self.policy.name}",
+                 "--override-kv", f"qpatch.pin=str:{self.pin}"]
         if self.model_path is None:
             raise UsageError("a job made from model facts has no file for llama-quantize to read")
         args += [str(self.model_path), str(out), o.ftype.name]
@@ -102,7 +103,8 @@ def make_options(pin: str, ftype: str, *, imatrix=None, output_tensor_type=None,
     return Options(
         ftype=cat.parse_ftype(ftype),
         imatrix=read_imatrix(imatrix, fam.imatrix_formats, f"pin {pin}'s llama-quantize") if imatrix else None,
-        output_tensor_type=cat.parse_type(output_tensor_type, what="--output-tensor-type") if output_tensor_type else None,
+        output_tensor_type=(cat.parse_type(output_tensor_type, what="--output-tensor-type")
+                            if output_tensor_type else None),
         token_embedding_type=(cat.parse_type(token_embedding_type, what="--token-embedding-type")
                               if token_embedding_type else None),
         tensor_types=fam.parse_tensor_types(specs, cat),

@@ -93,7 +93,8 @@ def build(checkout_dir: str | os.PathLike, backend: str = "cpu", targets=DEFAULT
                             hint="create one with `qpatch fetch`, or pass --dir")
     cmake = shutil.which("cmake")
     if cmake is None:
-        raise BuildError("cmake not found on PATH", hint="install CMake >= 3.14 (apt-get install cmake, or pip install cmake)")
+        raise BuildError("cmake not found on PATH",
+                         hint="install CMake >= 3.14 (apt-get install cmake, or pip install cmake)")
     bdir = build_dir(checkout, backend)
     defs = {**_COMMON_DEFS, **family_defines(checkout)}
     env = dict(os.environ)
@@ -146,7 +147,8 @@ def detect_gpu_archs() -> list[str]:
         return []
     if out.returncode != 0:
         return []
-    archs = {line.strip().replace(".", "") for line in out.stdout.splitlines() if re.fullmatch(r"\d+\.\d+", line.strip())}
+    archs = {line.strip().replace(".", "") for line in out.stdout.splitlines()
+             if re.fullmatch(r"\d+\.\d+", line.strip())}
     return sorted(archs, key=int)
 
 

@@ -198,7 +198,8 @@ class Checkout:
                                     hint=f"move it with `qpatch rebase --to {pin.name}`, or use another --dir")
             sources.verify(self.repo, pin, self.pristine_commit, f"checkout {self.path}")
             # the commit is right; the files on disk must be what HEAD says too
-            changed = sorted({d.a_path for d in self.repo.index.diff(None)} | {d.a_path for d in self.repo.index.diff("HEAD")})
+            changed = sorted({d.a_path for d in self.repo.index.diff(None)}
+                             | {d.a_path for d in self.repo.index.diff("HEAD")})
             touched = [p for p in changed if p in pin.hashes()]
             if touched:
                 raise CheckoutError(f"{self.path} is pin {pin.name}, but its working tree has uncommitted changes to "
@@ -411,7 +412,8 @@ class Checkout:
             c = foreign[0]
             raise CheckoutError(
                 f"branch {branch} has {len(foreign)} commit(s) not made by qpatch ({c.hexsha[:12]} {c.summary})",
-                hint=f"keep them under another name: `git -C {self.path} branch -m {branch} my-{branch.replace('/', '-')}`")
+                hint=f"keep them under another name: "
+                     f"`git -C {self.path} branch -m {branch} my-{branch.replace('/', '-')}`")
 
     def diff(self, stat: bool = False) -> str:
         """Unified diff (or diffstat) of HEAD against the pristine commit: the whole review."""

@@ -47,7 +47,8 @@ def cli(policies_dir):
 @click.option("--policy", "-p", default="stock", show_default=True, help="policy name (see `qpatch list`)")
 @click.option("--imatrix", type=click.Path(dir_okay=False), help="imatrix file (GGUF or legacy)")
 @type_options
-@click.option("--pin", default=None, help="llama.cpp pin whose rules apply (default: the default pin, see `qpatch pins`)")
+@click.option("--pin", default=None,
+              help="llama.cpp pin whose rules apply (default: the default pin, see `qpatch pins`)")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True)
 @click.option("--all", "show_all", is_flag=True, help="table: also list tensors kept as they are")
 @click.option("--compare", metavar="POLICY", help="show only what differs from POLICY's plan (e.g. stock)")

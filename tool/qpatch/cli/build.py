@@ -11,7 +11,8 @@ import click
 @click.option("--dir", "checkout_dir", default="llama.cpp", show_default=True, type=click.Path(file_okay=False),
               help="the llama.cpp checkout")
 @click.option("--target", "-t", "targets", multiple=True, metavar="NAME",
-              help="llama-quantize (default), llama-imatrix, llama-perplexity, llama-tokenize, llama-cli; repeatable or comma-separated")
+              help="llama-quantize (default), llama-imatrix, llama-perplexity, llama-tokenize, llama-cli; "
+                   "repeatable or comma-separated")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="parallel compile jobs [default: all cores]")
 @click.option("--cuda-archs", envvar="CUDA_ARCHS", metavar="LIST",
               help="CUDA architectures, e.g. '80;90' [env CUDA_ARCHS; default: the GPU present, else 75;80;86;89;90]")

@@ -16,10 +16,12 @@ from qpatch.errors import NotExpressible
 @click.option("--imatrix", type=click.Path(dir_okay=False), help="the imatrix file the run will use (GGUF or legacy)")
 @click.option("--format", "fmt", type=click.Choice(["tensor-type", "tensor-type-file", "custom-q", "model-card"]),
               default=None,
-              help="default: the pin family's own (tensor-type on llama.cpp, custom-q on ik_llama.cpp). tensor-type: `--tensor-type 'PAT=type' \\` lines to paste; tensor-type-file: PAT=type lines; "
+              help="default: the pin family's own (tensor-type on llama.cpp, custom-q on ik_llama.cpp). "
+                   "tensor-type: `--tensor-type 'PAT=type' \\` lines to paste; tensor-type-file: PAT=type lines; "
                    "custom-q: one PAT=type,PAT=type string; model-card: a markdown recipe block (command, what each "
                    "override sets, size per group, total)")
-@click.option("--pin", default=None, help="the pin whose stock llama-quantize reads the list (default: the default pin)")
+@click.option("--pin", default=None,
+              help="the pin whose stock llama-quantize reads the list (default: the default pin)")
 @click.option("--allow-partial", is_flag=True,
               help="print the list even where some tensors cannot be expressed (they are named in its header)")
 def export_cmd(policy, model, ftype, imatrix, fmt, pin, allow_partial):

@@ -73,7 +73,8 @@ def eval_cmd(base, quants, text, ctx, chunks, backend, threads, checkout, fmt, p
 @click.option("--policies", "-p", required=True, metavar="P,...", help="policies to compare, e.g. stock,deepseek-v3")
 @click.option("--ftypes", "-f", required=True, metavar="F,...", help="ftypes, e.g. IQ2_XXS,Q2_K,Q4_K_M")
 @click.option("--imatrix", type=click.Path(dir_okay=False, exists=True), help="imatrix for every quantization")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="quants and results.json [default: out/sweep/<model>]")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="quants and results.json [default: out/sweep/<model>]")
 @click.option("--no-keep", is_flag=True, help="delete each quant once measured")
 @_settings_options
 def sweep_cmd(model, policies, ftypes, imatrix, out_dir, no_keep, text, ctx, chunks, backend, threads, checkout, fmt,

@@ -7,7 +7,8 @@ import click
 
 @click.command("import")
 @click.argument("name")
-@click.option("--tensor-type", "tensor_types", multiple=True, metavar="PAT=TYPE", help="a stock --tensor-type override (repeatable)")
+@click.option("--tensor-type", "tensor_types", multiple=True, metavar="PAT=TYPE",
+              help="a stock --tensor-type override (repeatable)")
 @click.option("--tensor-type-file", type=click.Path(dir_okay=False, exists=True), help="a --tensor-type-file")
 @click.option("--custom-q", metavar="REGEX=TYPE,...", help="an ik_llama.cpp --custom-q string")
 @click.option("--gguf", type=click.Path(dir_okay=False, exists=True), help="a quantized GGUF whose types to import")
@@ -46,8 +47,10 @@ def import_cmd(name, tensor_types, tensor_type_file, custom_q, gguf, model, ftyp
     flag = "--custom-q" if custom_q else "--tensor-type-file" if tensor_type_file else "--tensor-type"
     r = recipe_import.import_policy(name, model=model, ftype=ftype, overrides=overrides, gguf=gguf, recipe_flag=flag,
                                     pin=pin or DEFAULT_PIN, out_dir=Path(out_dir), force=force, imatrix=imatrix,
-                                    command=shlex.join(["qpatch", *sys.argv[1:]]) if sys.argv[1:2] == ["import"] else "")
+                                    command=shlex.join(["qpatch", *sys.argv[1:]])
+                                    if sys.argv[1:2] == ["import"] else "")
     click.echo(f"wrote {r.path}: {r.rules} rule(s), {r.fixups} of them fix-ups")
     click.echo(f"round trip: the policy gives all {r.checked} tensors {r.what}")
-    flag = "" if Path(out_dir).resolve() == (Path.cwd() / "policies").resolve() else f"--policies {shlex.quote(out_dir)} "
+    in_cwd = Path(out_dir).resolve() == (Path.cwd() / "policies").resolve()  # ./policies is searched anyway
+    flag = "" if in_cwd else f"--policies {shlex.quote(out_dir)} "
     click.echo(f"use it: qpatch {flag}plan MODEL --ftype F --policy {name}")

@@ -9,7 +9,8 @@ from qpatch.cli.job_options import type_options
 
 @click.command("verify")
 @click.argument("quant", type=click.Path(dir_okay=False))
-@click.option("--policy", "-p", help="the policy the file should follow [default: the one qpatch quantize recorded in it]")
+@click.option("--policy", "-p",
+              help="the policy the file should follow [default: the one qpatch quantize recorded in it]")
 @click.option("--pin", help="the pin whose rules apply [default: the one recorded in the file, else the default pin]")
 @click.option("--source", type=click.Path(dir_okay=False), help="the unquantized model (shapes and kinds)")
 @click.option("--ftype", "-f", help="default: the file's general.file_type")
@@ -35,7 +36,8 @@ def verify_cmd(quant, policy, pin, source, ftype, imatrix, **options):
 @click.option("--threads", type=int, help="llama-quantize threads (default: all cores)")
 @click.option("--backend", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="which build's llama-quantize (build-cpu/ or build-cuda/)")
-@click.option("--dir", "checkout", type=click.Path(file_okay=False), help="checkout (default: llama.cpp/ in the project)")
+@click.option("--dir", "checkout", type=click.Path(file_okay=False),
+              help="checkout (default: llama.cpp/ in the project)")
 def quantize_cmd(model, out, ftype, policy, imatrix, threads, backend, checkout, **options):
     """Quantize MODEL to OUT with the checkout's llama-quantize, then verify every tensor."""
     from qpatch.cli.checkout import ClickProgress

@@ -53,7 +53,8 @@ def _block(text: str, start: str, path: Path) -> str:
 def _default_switch(text: str, path: Path) -> dict[str, str]:
     """ftype enum name -> default ggml type name, following case fall-through."""
     starts = [m.start() for m in re.finditer(r"switch \((?:params->)?ftype\) \{", text)]
-    i = next((i for i in starts if re.match(r"switch \((?:params->)?ftype\) \{\s*case LLAMA_FTYPE_MOSTLY_Q4_0:", text[i:])), -1)
+    head = r"switch \((?:params->)?ftype\) \{\s*case LLAMA_FTYPE_MOSTLY_Q4_0:"
+    i = next((i for i in starts if re.match(head, text[i:])), -1)
     if i < 0:
         raise ValueError(f"{path}: no default-type switch over llama ftypes")
     body = text[i:text.find("default:", i)]
@@ -110,7 +111,8 @@ def extract(tree: Path) -> dict:
     if missing:
         raise ValueError(f"{quant}: default types {missing} are not ggml types of {ggml_h}")
     return {
-        "source": "extracted from the pin's ggml.h, ggml.c, gguf-py constants.py, llama.h, quantize.cpp, llama-quant.cpp",
+        "source": "extracted from the pin's ggml.h, ggml.c, gguf-py constants.py, llama.h, quantize.cpp, "
+                  "llama-quant.cpp",
         "types": [{"name": n, "id": i, "block": sizes[n][0], "bytes": sizes[n][1],
                    **({"row_meta": meta[n]} if n in meta else {}), "ggml_name": ggml_names.get(n, n.lower())}
                   for n, i in sorted(types.items(), key=lambda kv: kv[1]) if n in sizes],

@@ -62,7 +62,8 @@ def _load() -> tuple[dict[str, int], dict[str, tuple[int, int, int]], dict[str, 
 
 
 _VALUES, _SIZES, _IDS_BY_FAMILY = _load()
-_GGML_NAMES = {p.parent.name: {t["name"]: t.get("ggml_name", t["name"].lower()) for t in json.loads(p.read_text())["types"]}
+_GGML_NAMES = {p.parent.name: {t["name"]: t.get("ggml_name", t["name"].lower())
+                               for t in json.loads(p.read_text())["types"]}
                for p in _catalogue_files()}
 T = enum.IntEnum("GGMLType", sorted(_VALUES.items(), key=lambda kv: kv[1]), module=__name__)
 T.__doc__ = "A ggml tensor type, over every pin family's types (value: its ggml id where the families agree)."

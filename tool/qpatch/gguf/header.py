@@ -23,8 +23,8 @@ DEFAULT_ALIGNMENT = 32
 KEEP_ARRAY_MAX = 4096  # arrays longer than this are skipped (tokenizer vocabularies)
 
 # GGUF value types -> struct format (scalars)
-_SCALAR = {k: struct.Struct(f) for k, f in
-           {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}.items()}
+_SCALAR = {k: struct.Struct(f) for k, f in {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+                                             10: "<Q", 11: "<q", 12: "<d"}.items()}
 _U32, _U64 = _SCALAR[4], _SCALAR[10]
 _WINDOW = 1 << 20
 _STRING, _ARRAY = 8, 9
@@ -211,7 +211,8 @@ def shard_paths(path: Path, count: int) -> list[Path]:
     """All shard paths of a split model given its first shard (llama_split_path naming)."""
     m = SPLIT_RE.match(path.name)
     if not m:
-        raise ModelError(f"{path}: header says split.count={count} but the name is not '<prefix>-00001-of-{count:05d}.gguf'")
+        raise ModelError(f"{path}: header says split.count={count} but the name is not "
+                         f"'<prefix>-00001-of-{count:05d}.gguf'")
     prefix = m.group("prefix")
     return [path.with_name(f"{prefix}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
 

@@ -17,7 +17,8 @@ from qpatch.gguf.header import MAGIC, read_header
 FORMATS = ("gguf", "legacy")
 
 
-def read_imatrix(path: str | Path, formats: tuple[str, ...] = FORMATS, reader: str = "llama-quantize") -> dict[str, int]:
+def read_imatrix(path: str | Path, formats: tuple[str, ...] = FORMATS,
+                 reader: str = "llama-quantize") -> dict[str, int]:
     """Map tensor name -> number of floats in its entry; `formats`: those the reading binary takes."""
     path = Path(path)
     if not path.exists():
@@ -26,8 +27,9 @@ def read_imatrix(path: str | Path, formats: tuple[str, ...] = FORMATS, reader: s
         magic = f.read(4)
     fmt = "gguf" if magic == MAGIC else "legacy"
     if fmt not in formats:
+        names = {"gguf": "GGUF", "legacy": "the legacy binary format (.dat)"}
         raise ModelError(f"{path}: a {fmt.upper() if fmt == 'gguf' else fmt} imatrix; {reader} reads only "
-                         f"{' or '.join(f.upper() if f == 'gguf' else 'the legacy binary format (.dat)' for f in formats)}")
+                         f"{' or '.join(names[f] for f in formats)}")
     return _read_gguf(path) if fmt == "gguf" else _read_legacy(path)
 
 

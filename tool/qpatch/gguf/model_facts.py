@@ -109,7 +109,8 @@ def read_model(path: str | os.PathLike, family: str | None = None) -> ModelFacts
     kv = headers[0].kv
     arch = kv.get("general.architecture")
     if kv.get("general.type") == "imatrix" or arch == "imatrix" or "imatrix.datasets" in kv:
-        raise ModelError(f"{path}: an imatrix file, not a model", hint="give it as --imatrix; MODEL is the GGUF to quantize")
+        raise ModelError(f"{path}: an imatrix file, not a model",
+                         hint="give it as --imatrix; MODEL is the GGUF to quantize")
     if not isinstance(arch, str):
         raise ModelError(f"{path}: missing 'general.architecture'")
     n_layer = _u32(kv, f"{arch}.block_count", path)

@@ -79,7 +79,8 @@ class Spec:
             if self.arch != "falcon":
                 out.append((b + "ffn_norm.weight", (d,), T.F32))
             if not (self.n_expert > 0 and i >= self.leading_dense):
-                out += [(b + "ffn_up.weight", ne(d, self.n_ff), T.BF16), (b + "ffn_down.weight", ne(self.n_ff, d), T.BF16)]
+                out += [(b + "ffn_up.weight", ne(d, self.n_ff), T.BF16),
+                        (b + "ffn_down.weight", ne(self.n_ff, d), T.BF16)]
                 if self.arch != "falcon":
                     out.append((b + "ffn_gate.weight", ne(d, self.n_ff), T.BF16))
                 continue
@@ -273,7 +274,8 @@ def _write_legacy_imatrix(spec, path: Path, skip, chunk_size: int, wrong_length)
     return path
 
 
-def write_sparse_split(spec: Spec, prefix: str | os.PathLike, n_split: int, *, kv_extra: dict | None = None) -> list[Path]:
+def write_sparse_split(spec: Spec, prefix: str | os.PathLike, n_split: int, *,
+                       kv_extra: dict | None = None) -> list[Path]:
     """Write `spec` as n_split shards whose tensor data regions are holes (never materialised).
 
     The header is real; data is a sparse extent of the right length, so readers that only

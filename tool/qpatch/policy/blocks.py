@@ -11,7 +11,8 @@ from qpatch.policy.model import ByFtype, Experts, Ftypes, Select
 LOW_BIT_NAMES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M")
 # Every other ftype for which type choice runs, except MXFP4_MOE, in any pin family (a pin's render
 # lists the ones it has).
-HIGHER_BIT_NAMES = tuple(f.name for f in all_ftypes() if f.quantizes and f.name not in LOW_BIT_NAMES and f.name != "MXFP4_MOE")
+HIGHER_BIT_NAMES = tuple(f.name for f in all_ftypes()
+                         if f.quantizes and f.name not in LOW_BIT_NAMES and f.name != "MXFP4_MOE")
 
 LOW_BIT = Ftypes(LOW_BIT_NAMES, "low-bit")
 HIGHER_BIT = Ftypes(HIGHER_BIT_NAMES, "higher-bit")

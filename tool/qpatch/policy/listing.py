@@ -34,7 +34,8 @@ def list_table() -> tuple[str, list[PolicyError]]:
             rows.append((name, "-", "-", f"BROKEN: {e}"))
             continue
         where = loader.located(name)
-        rows.append((p.name, ",".join(p.archs) or "any", str(len(p.rules)), p.summary + (f" [{where}]" if where else "")))
+        summary = p.summary + (f" [{where}]" if where else "")
+        rows.append((p.name, ",".join(p.archs) or "any", str(len(p.rules)), summary))
     return _table(("policy", "archs", "rules", "summary"), rows), broken
 
 
@@ -56,6 +57,8 @@ def show(name: str) -> str:
 
         out += textwrap.wrap("shape fallback: " + ", ".join(f"{a.name}->{b.name}" for a, b in p.fallback), 118,
                              subsequent_indent="    ")
-    out.append(f"missing imatrix entry for a very-low-bit tensor: {'abort (stock)' if p.missing_imatrix == 'abort' else 'quantize to Q8_0'}")
-    out.append(f"imatrix entry of the wrong length: {'abort (stock)' if p.imatrix_mismatch == 'abort' else 'ignore it'}")
+    missing = "abort (stock)" if p.missing_imatrix == "abort" else "quantize to Q8_0"
+    mismatch = "abort (stock)" if p.imatrix_mismatch == "abort" else "ignore it"
+    out.append(f"missing imatrix entry for a very-low-bit tensor: {missing}")
+    out.append(f"imatrix entry of the wrong length: {mismatch}")
     return "\n".join(out)

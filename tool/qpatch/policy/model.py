@@ -231,7 +231,8 @@ class AllOf:
         return "(" + " and ".join(c.describe() for c in self.conds) + ")"
 
 
-Cond = Union[Before, AtLeast, After, UseMoreBits, Experts, Gqa, Imatrix, Ftypes, Arch, RowMultiple, Stacked, Not, AnyOf, AllOf]
+Cond = Union[Before, AtLeast, After, UseMoreBits, Experts, Gqa, Imatrix, Ftypes, Arch, RowMultiple, Stacked, Not, AnyOf,
+             AllOf]
 POSITION = (Before, AtLeast, After, UseMoreBits)
 
 
@@ -410,12 +411,14 @@ class Policy:
         for name in ("archs", "pins", "families"):
             v = getattr(self, name)
             if not isinstance(v, tuple) or not all(isinstance(x, str) for x in v):
-                raise PolicyError(f"{name} must be a tuple of strings, e.g. {name}=({'deepseek2' if name == 'archs' else 'NAME'!r},)")
+                example = "deepseek2" if name == "archs" else "NAME"
+                raise PolicyError(f"{name} must be a tuple of strings, e.g. {name}=({example!r},)")
         if self.fallback is not None:
             entries = self.fallback if isinstance(self.fallback, tuple) else None
             for e in entries if entries is not None else [self.fallback]:
                 if not (isinstance(e, tuple) and len(e) == 2 and all(isinstance(t, T) for t in e)):
-                    got = tuple(f"T.{t.name}" if isinstance(t, T) else repr(t) for t in e) if isinstance(e, tuple) else e
+                    got = (tuple(f"T.{t.name}" if isinstance(t, T) else repr(t) for t in e)
+                           if isinstance(e, tuple) else e)
                     raise PolicyError(f"fallback entries are (T.FROM, T.TO) pairs of types, e.g. "
                                       f"((T.IQ4_NL, T.Q8_0),): got {got!r}".replace("'", ""))
 

@@ -393,9 +393,10 @@ def plan_warnings(model: ModelFacts, policy: Policy, opts: Options, p: Plan) -> 
     to_q8 = [t for t in p.tensors if "no imatrix" in t.rule and "-> Q8_0" in t.rule]
     if to_q8:
         share = sum(t.nbytes for t in to_q8) / max(1, p.total_bytes)
-        out.append(f"{len(to_q8)} tensor(s), {100 * share:.0f} % of the file, are Q8_0 instead of {p.options.ftype.name}'s "
-                   f"types: they need an imatrix{' entry' if opts.imatrix is not None else ''} and policy "
-                   f"{policy.name} answers a missing one with Q8_0 (pass --imatrix)")
+        out.append(f"{len(to_q8)} tensor(s), {100 * share:.0f} % of the file, are Q8_0 instead of "
+                   f"{p.options.ftype.name}'s types: they need an imatrix"
+                   f"{' entry' if opts.imatrix is not None else ''} and policy {policy.name} answers a missing one "
+                   "with Q8_0 (pass --imatrix)")
     if opts.imatrix is not None:
         chosen = [t for t in p.tensors if t.chosen]
         missing = [t.name for t in chosen if t.name not in opts.imatrix]

@@ -274,7 +274,8 @@ def format_compare(base: Plan, new: Plan, *, markdown: bool = False) -> str:
     both = (f"both sides: ftype {new.options.ftype.name}, imatrix {'yes' if new.options.has_imatrix else 'no'}"
             + (", " + ", ".join(opts) if opts else ""))
     footer = (f"{base.policy.name}: {human_bytes(base.total_bytes)}, {base.bpw:.3f} bpw -> {new.policy.name}: "
-              f"{human_bytes(new.total_bytes)}, {new.bpw:.3f} bpw ({'+' if saved >= 0 else '-'}{human_bytes(abs(saved))})")
+              f"{human_bytes(new.total_bytes)}, {new.bpw:.3f} bpw "
+              f"({'+' if saved >= 0 else '-'}{human_bytes(abs(saved))})")
     head = ("tensors", base.policy.name, new.policy.name, "n", "size", "rule")
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|---|---|---|---:|---:|---|"]

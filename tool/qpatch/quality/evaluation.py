@@ -212,7 +212,8 @@ def _identity(checkout: Path, version: str) -> str:
 def _check_text(text) -> Path:
     p = Path(text)
     if not p.is_file():
-        raise EvalError(f"text file {text} does not exist", hint="pass --text FILE: held-out text the model did not train on")
+        raise EvalError(f"text file {text} does not exist",
+                        hint="pass --text FILE: held-out text the model did not train on")
     if p.stat().st_size == 0:
         raise EvalError(f"text file {text} is empty")
     return p

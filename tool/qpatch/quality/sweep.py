@@ -158,7 +158,8 @@ def _run_job(job: Cell, ev: Evaluator, base, checkout: Path, model: Path, imatri
         row = ev.quant(base, quant, out_dir)
         d = row.as_dict()
         d.update(name=job.name, policy=job.policy, ftype=job.ftype, status="ok",
-                 quantize_s=round(quantize_s, 2), eval_s=round(time.perf_counter() - t, 2), verified=len(r.plan.tensors))
+                 quantize_s=round(quantize_s, 2), eval_s=round(time.perf_counter() - t, 2),
+                 verified=len(r.plan.tensors))
         return d
     except QpatchError as e:
         progress.note(f"{job.name}: failed ({step}): {str(e).splitlines()[0]}")

@@ -45,7 +45,7 @@ def table(base: dict, rows: list[dict]) -> str:
     failed = [r for r in rows if r.get("status", "ok") != "ok"]
     if failed:
         out += ["", f"{len(failed)} job(s) failed:"]
-        out += [f"  {r['name']}: {r.get('error', '').splitlines()[0] if r.get('error') else r['status']}" for r in failed]
+        out += [f"  {r['name']}: {r['error'].splitlines()[0] if r.get('error') else r['status']}" for r in failed]
     return "\n".join(out)
 
 

@@ -54,7 +54,10 @@ def model_kv(s: Spec, n_ctx_train: int) -> dict:
     return kv
 
 
-def vocabulary(vocab_gguf: str | os.PathLike) -> tuple[int, list[tuple[str, object, GGUFValueType, GGUFValueType | None]]]:
+VocabField = tuple[str, object, GGUFValueType, "GGUFValueType | None"]
+
+
+def vocabulary(vocab_gguf: str | os.PathLike) -> tuple[int, list[VocabField]]:
     """(n_vocab, every tokenizer.* field of a vocab GGUF as (key, value, type, array element type))."""
     try:
         r = GGUFReader(str(vocab_gguf))

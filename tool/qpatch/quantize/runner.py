@@ -44,7 +44,8 @@ def preflight(checkout: Path, policy: str | None, binary: Path) -> tuple[Applied
     dir_flag, build_cmd = _commands(checkout, binary)
     if policy != a.policy:
         raise QuantizeError(f"the checkout has policy '{a.policy}' applied, not '{policy}'",
-                            hint=f"run `qpatch apply {policy}{dir_flag}` and `{build_cmd}`, or pass --policy {a.policy}")
+                            hint=f"run `qpatch apply {policy}{dir_flag}` and `{build_cmd}`, "
+                                 f"or pass --policy {a.policy}")
     pol = recorded_policy(checkout, policy)
     if a.header.read_text() != render.render(pol, a.pin):
         raise QuantizeError(f"{a.header} is stale: policy '{policy}' changed since it was applied",

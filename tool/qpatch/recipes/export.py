@@ -131,8 +131,8 @@ def export(target: Plan) -> Export:
     # later tensors' stock choices: those need overrides too, until nothing moves.
     for _ in range(len(target.tensors) + 1):
         overrides = _minimise(target.model, targets, need)
-        check = plan(target.model, STOCK, dataclasses.replace(o, tensor_types=tuple((v.pattern, v.type) for v in overrides)),
-                     family, target.pin)
+        given = dataclasses.replace(o, tensor_types=tuple((v.pattern, v.type) for v in overrides))
+        check = plan(target.model, STOCK, given, family, target.pin)
         moved = {c.name: targets[c.name] for p, c in zip(target.tensors, check.tensors)
                  if c.name in targets and c.name not in need and c.type != p.type}
         if not moved:
@@ -469,7 +469,8 @@ def model_card(ex: Export, *, imatrix: str | None = None) -> str:
     for g in groups(p):
         if g.rule.startswith("not quantized"):
             continue
-        lines.append(f"| `{g.label}` | {g.type} | {g.count} | {human_bytes(g.nbytes)} | {100 * g.nbytes / total:.1f} % |")
+        share = f"{100 * g.nbytes / total:.1f} %"
+        lines.append(f"| `{g.label}` | {g.type} | {g.count} | {human_bytes(g.nbytes)} | {share} |")
     kept = sum(t.nbytes for t in p.tensors if t.rule.startswith("not quantized"))
     if kept:
         lines.append(f"| norms, biases, router | as converted | | {human_bytes(kept)} | {100 * kept / total:.1f} % |")

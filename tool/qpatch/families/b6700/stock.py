@@ -129,7 +129,9 @@ class StockModel:
         if name == "output.weight" or (not self.state.has_output and name == "token_embd.weight"):
             return self._output(ne, default)
         if f == "MXFP4_MOE":
-            return (T.MXFP4, "stock:mxfp4_moe/experts") if len(ne) > 2 and ne[2] > 1 else (T.Q8_0, "stock:mxfp4_moe/other")
+            if len(ne) > 2 and ne[2] > 1:
+                return T.MXFP4, "stock:mxfp4_moe/experts"
+            return T.Q8_0, "stock:mxfp4_moe/other"
         if name in ("token_embd.weight", "per_layer_token_embd.weight"):
             return self._token_embd(default)
         if f in LOW_BIT:

@@ -123,7 +123,7 @@ def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
             continue
         cat = category(name)
         new, why, fell, chosen = ft.default, "ftype default", False, False
-        named = any(re.search(p, name) for p, _ in opts.tensor_types) if name == "per_layer_token_embd.weight" else False
+        named = name == "per_layer_token_embd.weight" and any(re.search(p, name) for p, _ in opts.tensor_types)
         if opts.token_embedding_type is not None and cat == TOKEN_EMBD and not named:
             new, why = opts.token_embedding_type, "--token-embedding-type"
         elif opts.output_tensor_type is not None and cat == OUTPUT:

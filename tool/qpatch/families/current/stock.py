@@ -5,10 +5,10 @@
 are b6700's, word for word where upstream did not touch them, so `StockModel` here is the b6700
 family's with what 0c1e57098 changed overridden: the classifier (categories, their order, the
 GLM5_NEXT and BAILINGMOE3 rules), the low-bit branch, layer checks, LLM_TYPE_70B, the token
-embedding table. Each decision carries a label that `qpatch plan` shows. Differences that matter: `attn_qkv` and `attn_kv_b` are attn_v-like
-(their own attn_qkv table is unreachable), the dense-layer count for `ffn_*` is the block
-count while `i_ffn_down` still counts tensors, GLM5_NEXT and BAILINGMOE3 rules, Q1_0/Q2_0,
-and a fallback that keeps a 32-block type (then F16) and throws for the rest.
+embedding table. Each decision carries a label that `qpatch plan` shows. Differences that matter:
+`attn_qkv` and `attn_kv_b` are attn_v-like (their own attn_qkv table is unreachable), the dense-layer
+count for `ffn_*` is the block count while `i_ffn_down` still counts tensors, GLM5_NEXT and
+BAILINGMOE3 rules, Q1_0/Q2_0, and a fallback that keeps a 32-block type (then F16) and throws for the rest.
 
 Proven against this family's `llama-quantize --dry-run` (tests/test_current_differential.py) and
 upstream's own snapshot suite (tests/test_snapshots.py).
