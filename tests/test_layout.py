@@ -130,3 +130,24 @@ def test_plan_does_not_import_numpy(tmp_path):
             "print('numpy' in sys.modules, file=sys.stderr)")
     r = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, check=True)
     assert r.stderr.strip().splitlines()[-1] == "False", r.stderr
+
+
+def test_only_families_test_a_family_flag():
+    """What a family's binary calls its options is the family's business: outside families/ (and the CLI,
+    which spells the user's options), no code compares anything with one of their flags. Ask the family's
+    attributes instead (tensor_type_flag, overrides_in_one_argument, exact_type_names, kind_options)."""
+    flags = set()
+    for name in families.names():
+        fam = families.get(name)
+        flags.add(fam.tensor_type_flag)
+        flags |= {"--" + k.replace("_", "-") for k in fam.kind_options}
+    alt = "|".join(re.escape(f) for f in sorted(flags))
+    pattern = re.compile(r"""(==|!=|\bin)\s*["'](%s)["']|["'](%s)["']\s*(==|!=)""" % (alt, alt))
+    bad = []
+    for mod, path in modules().items():
+        if stage_of(mod) in ("families", "cli"):
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                bad.append(f"{path.relative_to(PACKAGE)}:{i}: {line.strip()}")
+    assert not bad, "a family's flag tested outside families/:\n" + "\n".join(bad)

@@ -27,6 +27,10 @@ class Family:
     export_formats: tuple[str, ...] = ("tensor-type",)
     # the llama-quantize flag that takes the ordered regex=type overrides (Options.tensor_types)
     tensor_type_flag: str = "--tensor-type"
+    # whether all the overrides go in one argument of that flag (ik's comma-separated --custom-q) or one each
+    overrides_in_one_argument: bool = False
+    # whether the overrides name types exactly as ggml_type_name spells them (ik: q4_K, iq4_ks), not lower-cased
+    exact_type_names: bool = False
     # per-kind type options of its llama-quantize (ik: attn_v_type -> --attn-v-type ...), for --kind-type
     kind_options: tuple[str, ...] = ()
     # the imatrix file formats its llama-quantize reads (gguf.imatrix.FORMATS)

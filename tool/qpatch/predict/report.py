@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from qpatch.gguf.model_facts import block_of, kind_of
 from qpatch.predict.evaluate import Plan
+
+if TYPE_CHECKING:
+    from qpatch.families import Family
 
 
 @dataclass
@@ -136,9 +140,11 @@ def format_json(plan: Plan) -> str:
     return json.dumps(to_json(plan), indent=2)
 
 
-def options_text(o, flag: str = "--tensor-type") -> list[str]:
-    """Every llama-quantize option of the job that changes types, as the command line names it (`flag`: the
-    family's option for the ordered regex=type overrides)."""
+def options_text(o, family: "Family | None" = None) -> list[str]:
+    """Every llama-quantize option of the job that changes types, as the command line of `family`'s binary
+    names it (its flag for the ordered regex=type overrides, one argument or one each)."""
+    flag = family.tensor_type_flag if family else "--tensor-type"
+    one_argument = family.overrides_in_one_argument if family else False
     extra = []
     if o.pure:
         extra.append("--pure")
@@ -149,7 +155,7 @@ def options_text(o, flag: str = "--tensor-type") -> list[str]:
     if o.token_embedding_type is not None:
         extra.append(f"--token-embedding-type {o.token_embedding_type.name.lower()}")
     if o.tensor_types:
-        extra.append(f"{len(o.tensor_types)} {flag} rules" if flag == "--custom-q" else f"{len(o.tensor_types)} {flag}")
+        extra.append(f"{len(o.tensor_types)} {flag}" + (" rules" if one_argument else ""))
     if o.prune_layers:
         extra.append(f"--prune-layers {','.join(map(str, o.prune_layers))}")
     extra += [f"--{k.replace('_', '-')} {t.name.lower()}" for k, t in o.kind_types]
@@ -158,13 +164,9 @@ def options_text(o, flag: str = "--tensor-type") -> list[str]:
     return extra
 
 
-def _flag(plan: Plan) -> str:
-    return plan.family.tensor_type_flag if plan.family else "--tensor-type"
-
-
 def _header(plan: Plan) -> str:
     o = plan.options
-    extra = options_text(o, _flag(plan))
+    extra = options_text(o, plan.family)
     return (f"{plan.model.name}  arch={plan.model.arch}  blocks={plan.model.n_layer}  experts={plan.model.n_expert}  "
             f"policy={plan.policy.name}  pin={plan.pin}  ftype={o.ftype.name}  "
             f"imatrix={'yes' if o.has_imatrix else 'no'}" + ("  " + " ".join(extra) if extra else ""))
@@ -270,7 +272,7 @@ def format_compare(base: Plan, new: Plan, *, markdown: bool = False) -> str:
         d = delta[key]
         rows.append((label, t0, t1, str(max(1, len(blocks))), ("+" if d >= 0 else "-") + human_bytes(abs(d)), rule))
     saved = new.total_bytes - base.total_bytes
-    opts = options_text(new.options, _flag(new))
+    opts = options_text(new.options, new.family)
     both = (f"both sides: ftype {new.options.ftype.name}, imatrix {'yes' if new.options.has_imatrix else 'no'}"
             + (", " + ", ".join(opts) if opts else ""))
     footer = (f"{base.policy.name}: {human_bytes(base.total_bytes)}, {base.bpw:.3f} bpw -> {new.policy.name}: "

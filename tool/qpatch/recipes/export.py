@@ -142,7 +142,7 @@ def export(target: Plan) -> Export:
     _self_check(target, check, overrides, {i.name for i in lost})
     order = {t.name: i for i, t in enumerate(target.model.tensors)}
     lost.sort(key=lambda i: order[i.name])
-    if family.tensor_type_flag == "--custom-q":  # ik matches ggml_type_name exactly (q4_K, iq4_ks)
+    if family.exact_type_names:  # e.g. ik matches ggml_type_name exactly (q4_K, iq4_ks)
         overrides = tuple(dataclasses.replace(v, type_name=family.catalogue.ggml_name(v.type)) for v in overrides)
     return Export(target, base, check, overrides, tuple(lost))
 

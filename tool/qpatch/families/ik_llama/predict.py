@@ -277,6 +277,8 @@ class IkLlama(Family):
     export_formats = ("custom-q",)
     imatrix_formats = ("legacy",)  # its llama-quantize reads no GGUF imatrix
     tensor_type_flag = "--custom-q"
+    overrides_in_one_argument = True  # "REGEX=TYPE,REGEX=TYPE"
+    exact_type_names = True
     # llama-quantize and llama-perplexity live under examples/. The IQK flash-attention CPU kernels are 6 files
     # of ~85 s of compile each on one core that neither quantizing nor perplexity without -fa runs: off
     # (patch 0002 makes that link); `qpatch build -D GGML_IQK_FLASH_ATTENTION=ON` brings them back.
