@@ -171,17 +171,17 @@ def resolve_cuda_archs(explicit: str | None) -> tuple[str, str]:
 def family_defines(checkout: Path) -> dict:
     """What the checkout's pin family needs on top of _COMMON_DEFS (read from the checkout's record;
     none for a tree qpatch did not fetch)."""
-    try:
-        out = subprocess.run(["git", "-C", str(checkout), "config", "--get", "qpatch.family"], capture_output=True,
-                             text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    name = out.stdout.strip()
-    if out.returncode != 0 or not name:
-        return {}
-    from qpatch import families
+    import git
 
-    return dict(families.get(name).cmake_defines)
+    from qpatch.checkout.repo import Checkout
+    from qpatch.families.pins import family_of
+
+    try:
+        with Checkout(checkout) as co:
+            pin = co.pin_name
+    except (CheckoutError, git.exc.GitError):  # a tree qpatch did not fetch
+        return {}
+    return dict(family_of(pin).cmake_defines)
 
 
 def parse_defines(specs) -> dict:

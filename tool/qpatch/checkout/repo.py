@@ -187,6 +187,12 @@ class Checkout:
             self._repo.close()
             self._repo = None
 
+    def __enter__(self) -> "Checkout":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # --- fetch ------------------------------------------------------------------------------------
 
     def fetch(self, pin: Pin, source: str = "auto") -> FetchResult:

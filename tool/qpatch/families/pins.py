@@ -7,6 +7,7 @@ dataclass, so tests (and users) can point one at another remote with `dataclasse
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -80,11 +81,18 @@ def load_pin(name: str) -> Pin:
     path = patches_root() / name / "pin.toml"
     if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or not path.is_file():
         raise UsageError(f"unknown pin '{name}'", hint=f"known pins: {', '.join(available_pins()) or '(none)'}")
+    return _parse_pin(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_pin(path: str, mtime_ns: int) -> Pin:
+    """One parse of a pin.toml per content (a job asks for its pin and family many times; `mtime_ns` keys
+    the cache, so an edited file is read again)."""
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(Path(path).read_text())
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{path}: {e}") from None
-    return pin_from_dict(data, where=str(path))
+    return pin_from_dict(data, where=path)
 
 
 def pin_from_dict(data: dict, *, where: str = "pin") -> Pin:
