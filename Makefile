@@ -49,6 +49,7 @@ bench: setup
 	$(BIN)/python bench/bench_plan.py
 	$(BIN)/python bench/bench_build.py
 	$(BIN)/python bench/bench_assemble.py
+	$(BIN)/python bench/bench_cold_start.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 
 from qpatch.errors import CheckoutError
-from qpatch.families.pins import DEFAULT_PIN, available_pins, load_pin, patches_dir, series
 from qpatch.progress import Progress
 
 # qpatch.checkout and qpatch.patchset import GitPython, which needs a git executable: they are
@@ -74,6 +73,8 @@ source_option = click.option("--source", default="auto", show_default=True, meta
 @click.command("pins")
 def pins_cmd():
     """List the pins: llama.cpp commits qpatch knows, and where each can come from."""
+    from qpatch.families.pins import DEFAULT_PIN, available_pins, load_pin
+
     names = available_pins()
     width = max(len(n) for n in names)
     for name in names:
@@ -86,12 +87,14 @@ def pins_cmd():
 
 
 @click.command("fetch")
-@click.option("--pin", default=DEFAULT_PIN, show_default=True, help="which llama.cpp pin (see `qpatch pins`)")
+@click.option("--pin", help="which llama.cpp pin (see `qpatch pins`)  [default: the default pin]")
 @source_option
 @dir_option
 def fetch_cmd(pin, source, directory):
     """Make the pinned llama.cpp checkout, verified against the pin's file hashes."""
-    p = load_pin(pin)
+    from qpatch.families.pins import DEFAULT_PIN, load_pin
+
+    p = load_pin(pin or DEFAULT_PIN)
     r = _checkout(directory).fetch(p, source=source)
     where = _shown(r.path)
     if not r.created:
@@ -132,6 +135,8 @@ def patches_grp():
 
 
 def _pin_for(pin: str | None, directory: str | None):
+    from qpatch.families.pins import DEFAULT_PIN, load_pin
+
     if pin:
         return load_pin(pin)
     c = _checkout(directory)
@@ -144,6 +149,8 @@ def _pin_for(pin: str | None, directory: str | None):
 def patches_list_cmd(pin, directory):
     """Each patch of the series with its header: what it does and its upstream status."""
     from qpatch.checkout.patchset import read_patch
+
+    from qpatch.families.pins import patches_dir, series
 
     p = _pin_for(pin, directory)
     paths = series(p)
@@ -179,6 +186,8 @@ def patches_check_cmd(pin, source, directory):
 @dir_option
 def rebase_cmd(to, do_apply, source, directory):
     """Report what each patch does on another pin; with --apply, move the checkout there."""
+    from qpatch.families.pins import load_pin
+
     c = _checkout(directory)
     target = load_pin(to)
     if do_apply:

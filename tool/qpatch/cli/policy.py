@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from qpatch.errors import PolicyError
-from qpatch.families.pins import DEFAULT_PIN
 
 
 @click.command("list")
@@ -33,7 +32,7 @@ def show_cmd(policy):
 
 @click.command("render")
 @click.argument("policy")
-@click.option("--pin", default=DEFAULT_PIN, show_default=True, help="pin whose hook the header is rendered for")
+@click.option("--pin", help="pin whose hook the header is rendered for  [default: the default pin]")
 @click.option("--output", "-o", type=click.Path(dir_okay=False),
               help="write here (only if changed) instead of stdout; a file that exists is replaced only if qpatch "
                    "generated it")
@@ -44,9 +43,10 @@ def render_cmd(policy, pin, output, force):
 
     from qpatch.codegen import render
     from qpatch.errors import UsageError
+    from qpatch.families.pins import DEFAULT_PIN
     from qpatch.policy import loader
 
-    text = render.render(loader.load(policy), pin)
+    text = render.render(loader.load(policy), pin or DEFAULT_PIN)
     if output:
         if Path(output).exists() and not force and not render.is_generated(Path(output)):
             raise UsageError(f"{output} exists and is not a header qpatch generated",
