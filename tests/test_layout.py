@@ -151,3 +151,22 @@ def test_only_families_test_a_family_flag():
             if pattern.search(line):
                 bad.append(f"{path.relative_to(PACKAGE)}:{i}: {line.strip()}")
     assert not bad, "a family's flag tested outside families/:\n" + "\n".join(bad)
+
+
+def test_every_family_is_checked_when_it_registers(tmp_path):
+    """A family folder is validated once, when first asked for, against what the stages read of it."""
+    for name in families.names():
+        assert families.check(families.get(name), PACKAGE / "families" / name) == []
+
+    class Half(families.Family):  # a new family's first draft: no plan(), a flag that is not one
+        name = "draft"
+        tensor_type_flag = "custom-q"
+        imatrix_formats = ("dat",)
+
+    (tmp_path / "draft").mkdir()
+    problems = families.check(Half(), tmp_path / "draft")
+    assert any("does not define plan()" in p for p in problems)
+    assert any("does not define override_result()" in p for p in problems)
+    assert any("no catalogue.json" in p for p in problems) and any("no policy.h.j2" in p for p in problems)
+    assert any("tensor_type_flag" in p for p in problems) and any("imatrix_formats" in p for p in problems)
+    assert families.check(object(), tmp_path / "draft") == ["its __init__.py exposes no FAMILY = <a Family subclass>()"]
