@@ -66,6 +66,7 @@ golden: setup
 # Re-extract a family's catalogue from a fetched pin: make catalogues FAMILY=current TREE=path/to/llama.cpp
 catalogues: setup
 	$(BIN)/python -m qpatch.families.extract "$(TREE)" tool/qpatch/families/$(FAMILY)/catalogue.json
+	$(BIN)/python -m qpatch.gguf.catalogue --write
 
 # Regenerate docs/policies/*.md (rules and before/after plans on a DeepSeek-V3-shaped model) and the output
 # of every marked console example in README.md and docs/ (scripts/doc_examples.py; --check in the tests).

@@ -33,3 +33,13 @@ def test_current_family_knows_the_new_types():
     assert json.loads((FAMILIES_DIR / "b6700" / "catalogue.json").read_text())["aliases"] == {
         "Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}
     assert "Q2_0" not in {f.name for f in load_catalogue("b6700").ftypes}
+
+
+def test_the_generated_type_enum_is_current():
+    """gguf/types.py is T as a real class, generated from the families' catalogue.json files (so editors and
+    mypy see every member); `python -m qpatch.gguf.catalogue --write` rewrites it."""
+    from qpatch.gguf import catalogue
+
+    assert catalogue.TYPES_MODULE.read_text() == catalogue.render_types_module(), \
+        "tool/qpatch/gguf/types.py is stale: run python -m qpatch.gguf.catalogue --write"
+    assert catalogue.T.__module__ == "qpatch.gguf.types"
