@@ -7,7 +7,7 @@ shows as the deciding rule. The counters (`i_attention_wv`, `i_ffn_down`, `i_ffn
 `i_ffn_up`) live in `StockState` and advance exactly where stock advances them, because
 stock's bumps read them in the low-bit branch and for dense models.
 
-Proven against the compiled stock binary by tests/test_stock_differential.py.
+Proven against the compiled stock binary by tests/test_b6700_differential.py.
 """
 
 from __future__ import annotations
