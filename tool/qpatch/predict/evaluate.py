@@ -10,6 +10,7 @@ names the rule that decided it.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -47,6 +48,15 @@ class Options:
         return bool(self.imatrix)
 
 
+class Status(enum.Enum):
+    """What llama-quantize does with a tensor: what reports and export read, rather than the rule's words."""
+
+    QUANTIZED = "quantized"  # converted to `type` (which may be its source type only through an override)
+    KEPT = "kept"  # not quantizable (norms, biases, router weights...): written as it is
+    COPIED = "copied"  # the COPY ftype: every tensor written as it is
+    SAME_TYPE = "same type"  # the chosen type is the source type: written as it is
+
+
 @dataclass(frozen=True)
 class TensorPlan:
     name: str
@@ -54,10 +64,14 @@ class TensorPlan:
     src_type: T
     type: T
     rule: str
-    quantized: bool
+    status: Status
     nbytes: int
     fell_back: bool = False  # the shape fallback replaced the chosen type
     chosen: bool = False  # went through type choice (quantizable, quantized default type, no --pure)
+
+    @property
+    def quantized(self) -> bool:
+        return self.status is Status.QUANTIZED
 
 
 @dataclass

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from qpatch.gguf.model_facts import block_of, kind_of
-from qpatch.predict.evaluate import Plan
+from qpatch.predict.evaluate import Plan, Status
 
 if TYPE_CHECKING:
     from qpatch.families import Family
@@ -23,6 +23,7 @@ class Group:
     rule: str
     count: int
     nbytes: int
+    kept: bool = False  # written as it is because llama-quantize does not quantize it (Status.KEPT)
 
 
 def block_label(blocks, kind: str) -> str:
@@ -88,13 +89,13 @@ def groups(plan: Plan) -> list[Group]:
         b = block_of(t.name)
         typ = t.type.name.lower()
         if b < 0:
-            out.append(Group(t.name, kind_of(t.name), [], typ, t.rule, 1, t.nbytes))
+            out.append(Group(t.name, kind_of(t.name), [], typ, t.rule, 1, t.nbytes, t.status is Status.KEPT))
             continue
         suffix = t.name.split(".", 2)[2].removesuffix(".weight")
         key = (suffix, typ, t.rule)
         g = by_key.get(key)
         if g is None:
-            g = Group("", suffix, [], typ, t.rule, 0, 0)
+            g = Group("", suffix, [], typ, t.rule, 0, 0, t.status is Status.KEPT)
             by_key[key] = g
             out.append(g)
         g.blocks.append(b)
@@ -211,7 +212,7 @@ def _said(kind: str, msg: str) -> list[str]:
 def format_table(plan: Plan, *, show_unquantized: bool = False) -> str:
     rows = []
     for g in groups(plan):
-        if not show_unquantized and g.rule.startswith("not quantized"):
+        if not show_unquantized and g.kept:
             continue
         rows.append((g.label, g.type, str(g.count), human_bytes(g.nbytes), g.rule))
     rows = _rows_wrapped(rows, {0: LABEL_WIDTH, 4: RULE_WIDTH})
@@ -223,7 +224,7 @@ def format_table(plan: Plan, *, show_unquantized: bool = False) -> str:
     lines.append(fmt.format(*("-" * w for w in widths), "-" * 4))
     for r in rows:
         lines.append(fmt.format(*r).rstrip())
-    hidden = sum(1 for t in plan.tensors if t.rule.startswith("not quantized"))
+    hidden = sum(1 for t in plan.tensors if t.status is Status.KEPT)
     lines.append("")
     if hidden and not show_unquantized:
         lines.append(f"({hidden} tensors kept as they are: norms, biases, router weights; --all shows them)")
@@ -238,7 +239,7 @@ def format_table(plan: Plan, *, show_unquantized: bool = False) -> str:
 def format_markdown(plan: Plan) -> str:
     lines = [f"**{_header(plan)}**", "", "| tensors | type | n | size | rule |", "|---|---|---:|---:|---|"]
     for g in groups(plan):
-        if g.rule.startswith("not quantized"):
+        if g.kept:
             continue
         lines.append(f"| `{g.label}` | {g.type} | {g.count} | {human_bytes(g.nbytes)} | {g.rule} |")
     lines += ["", _footer(plan)]

@@ -44,7 +44,7 @@ from qpatch.errors import QuantizeError, UsageError
 from qpatch.gguf.catalogue import T
 from qpatch.gguf.model_facts import ModelFacts
 from qpatch.policy.model import Policy
-from qpatch.predict.evaluate import Plan, plan
+from qpatch.predict.evaluate import Plan, Status, plan
 from qpatch.predict.report import block_label
 
 FORMATS = ("tensor-type", "tensor-type-file", "custom-q", "model-card")
@@ -467,11 +467,11 @@ def model_card(ex: Export, *, imatrix: str | None = None) -> str:
         lines.append("")
     lines += ["| tensors | type | n | size | share |", "|---|---|---:|---:|---:|"]
     for g in groups(p):
-        if g.rule.startswith("not quantized"):
+        if g.kept:
             continue
         share = f"{100 * g.nbytes / total:.1f} %"
         lines.append(f"| `{g.label}` | {g.type} | {g.count} | {human_bytes(g.nbytes)} | {share} |")
-    kept = sum(t.nbytes for t in p.tensors if t.rule.startswith("not quantized"))
+    kept = sum(t.nbytes for t in p.tensors if t.status is Status.KEPT)
     if kept:
         lines.append(f"| norms, biases, router | as converted | | {human_bytes(kept)} | {100 * kept / total:.1f} % |")
     lines.append(f"| **total** | | {len(p.tensors)} | **{human_bytes(total)}** | {p.bpw:.3f} bpw |")

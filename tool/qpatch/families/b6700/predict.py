@@ -20,6 +20,7 @@ from qpatch.predict.evaluate import (
     Options,
     Plan,
     Positions,
+    Status,
     TensorPlan,
     fallback_table,
     ggml_n_dims,
@@ -83,7 +84,8 @@ def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
         name, shape = t.name, t.shape
         if not is_quantizable(name, ggml_n_dims(shape), opts):
             why = "copy (COPY ftype)" if ft.copy else "not quantized (kept as is)"
-            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why, False, tensor_bytes(t.type, shape)))
+            status = Status.COPIED if ft.copy else Status.KEPT
+            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why, status, tensor_bytes(t.type, shape)))
             continue
         new, why, fell, chosen = ft.default, "ftype default", False, False
         if opts.pure:
@@ -112,14 +114,16 @@ def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
         if opts.output_tensor_type is not None and name == "output.weight":
             new, why = opts.output_tensor_type, "--output-tensor-type"
         if new == t.type:
-            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why + " (already this type)", False,
+            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why + " (already this type)",
+                                             Status.SAME_TYPE,
                                              tensor_bytes(t.type, shape), fell, chosen))
             continue
         new, why = _quantize_loop(result, policy if targeted else None, opts, name, shape, new, why)
         if shape[0] % block_size(new) != 0:
             result.errors.append(f"{name}: row length {shape[0]} is not a multiple of {block_size(new)} "
                                  f"required by {new.name} (overrides get no shape check)")
-        result.tensors.append(TensorPlan(name, shape, t.type, new, why, True, tensor_bytes(new, shape), fell, chosen))
+        result.tensors.append(TensorPlan(name, shape, t.type, new, why,
+                                         Status.QUANTIZED, tensor_bytes(new, shape), fell, chosen))
     return result
 
 

@@ -30,7 +30,7 @@ from qpatch.families.current.stock import (
 from qpatch.gguf.catalogue import T, block_size, is_quantized, tensor_bytes
 from qpatch.gguf.model_facts import ModelFacts, kind_of
 from qpatch.policy.model import Policy
-from qpatch.predict.evaluate import Ctx, Options, Plan, Positions, TensorPlan, ggml_n_dims, policy_choice
+from qpatch.predict.evaluate import Ctx, Options, Plan, Positions, Status, TensorPlan, ggml_n_dims, policy_choice
 from qpatch.predict.evaluate import why as explain
 
 _NEVER = ("ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel", "per_layer_model_proj",
@@ -119,7 +119,8 @@ def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
         name, shape = t.name, t.shape
         if not allows_quantization(name, ggml_n_dims(shape), model.arch, opts):
             why = "copy (COPY ftype)" if ft.copy else "not quantized (kept as is)"
-            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why, False, tensor_bytes(t.type, shape)))
+            status = Status.COPIED if ft.copy else Status.KEPT
+            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why, status, tensor_bytes(t.type, shape)))
             continue
         cat = category(name)
         new, why, fell, chosen = ft.default, "ftype default", False, False
@@ -148,7 +149,8 @@ def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
                     why = f"{why}; {fb_why}" + (" (policy table)" if fb_table is not None and fb_why else "")
             except (NoFallback, ValueError) as e:
                 fail(f"{name}: {e}")
-                result.tensors.append(TensorPlan(name, shape, t.type, new, why, True, tensor_bytes(t.type, shape),
+                result.tensors.append(TensorPlan(name, shape, t.type, new, why,
+                                                 Status.QUANTIZED, tensor_bytes(t.type, shape),
                                                  fell, chosen))
                 continue
         needs = requires_imatrix(name, new, ft.name)
@@ -158,7 +160,8 @@ def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
         if needs and not opts.has_imatrix:
             fail(f"{name}: this quantization requires an imatrix ({new.name})", real_run_only=True)
         if new == t.type:
-            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why + " (already this type)", False,
+            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why + " (already this type)",
+                                             Status.SAME_TYPE,
                                              tensor_bytes(t.type, shape), fell, chosen))
             continue
         if opts.has_imatrix:
@@ -170,7 +173,8 @@ def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
         if shape[0] % block_size(new) != 0:
             fail(f"{name}: row length {shape[0]} is not a multiple of {block_size(new)} required by {new.name} "
                  f"(--token-embedding-type/--output-tensor-type get no shape check)", real_run_only=True)
-        result.tensors.append(TensorPlan(name, shape, t.type, new, why, True, tensor_bytes(new, shape), fell, chosen))
+        result.tensors.append(TensorPlan(name, shape, t.type, new, why,
+                                         Status.QUANTIZED, tensor_bytes(new, shape), fell, chosen))
     return result
 
 

@@ -31,7 +31,7 @@ from qpatch.families.ik_llama.stock import (
 from qpatch.gguf.catalogue import T, block_size, is_quantized, row_bytes
 from qpatch.gguf.model_facts import ModelFacts, kind_of
 from qpatch.policy.model import Policy
-from qpatch.predict.evaluate import Ctx, Options, Plan, Positions, TensorPlan, ggml_n_dims, policy_choice
+from qpatch.predict.evaluate import Ctx, Options, Plan, Positions, Status, TensorPlan, ggml_n_dims, policy_choice
 from qpatch.predict.evaluate import why as explain
 
 # the per-kind options of ik's llama-quantize: Options.kind_types key -> its flag
@@ -160,7 +160,8 @@ def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
         name, shape = t.name, t.shape
         if not is_quantizable(name, ggml_n_dims(shape), t.type, opts, gate_inp):
             why = "copy (COPY ftype)" if ft.copy else "not quantized (kept as is)"
-            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why, False, _nbytes(t.type, shape)))
+            status = Status.COPIED if ft.copy else Status.KEPT
+            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why, status, _nbytes(t.type, shape)))
             continue
         new, why, fell, chosen = ft.default, "ftype default", False, False
         try:
@@ -185,7 +186,8 @@ def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
                 why += "; shape fallback" + (" (policy table)" if fb_table is not None else "")
         except (NoFallback, ValueError) as e:
             result.errors.append(f"{name}: {e}")
-            result.tensors.append(TensorPlan(name, shape, t.type, new, why, True, _nbytes(t.type, shape), fell, chosen))
+            result.tensors.append(TensorPlan(name, shape, t.type, new, why,
+                                             Status.QUANTIZED, _nbytes(t.type, shape), fell, chosen))
             continue
         for opt, exact in _EXACT_NAMES.items():
             if opt in kind_types and name == exact:
@@ -195,7 +197,8 @@ def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
         if name == "token_embd.weight":
             new = uninterleaved(new)
         if new == t.type:
-            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why + " (already this type)", False,
+            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why + " (already this type)",
+                                             Status.SAME_TYPE,
                                              _nbytes(t.type, shape), fell, chosen))
             continue
         new, why = _quantize_loop(result, pol, opts, t, new, why)
@@ -207,7 +210,8 @@ def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
             result.warnings.append(f"{name}: row length {shape[0]} is not a multiple of {block_size(new)} required by "
                                    f"{new.name}: ik_llama.cpp writes it anyway (this type has no shape fallback), and "
                                    f"the file will not load")
-        result.tensors.append(TensorPlan(name, shape, t.type, new, why, True, _nbytes(new, shape), fell, chosen))
+        result.tensors.append(TensorPlan(name, shape, t.type, new, why,
+                                         Status.QUANTIZED, _nbytes(new, shape), fell, chosen))
     return result
 
 
