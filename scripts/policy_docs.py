@@ -30,7 +30,7 @@ IK_FTYPES = ("IQ2_KS", "IQ3_K", "IQ4_KS")  # for a policy written in ik_llama.cp
 def home_pin(name: str) -> str:
     """The default pin, or, for a policy that names types the default pin lacks, the first pin that has them."""
     from qpatch.errors import PolicyError
-    from qpatch.predict.evaluate import check_types
+    from qpatch.predict.engine import check_types
 
     pol = loader.load(name)
     for pin in [DEFAULT_PIN] + [p for p in available_pins() if p != DEFAULT_PIN]:

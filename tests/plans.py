@@ -12,7 +12,7 @@ from qpatch.gguf.imatrix import read_imatrix
 from qpatch.gguf.model_facts import read_model
 from qpatch.policy import loader
 from qpatch.policy.model import Policy
-from qpatch.predict.evaluate import plan
+from qpatch.predict.engine import plan
 
 
 def _key(path) -> tuple[str, int, int]:

@@ -20,12 +20,12 @@ from qpatch.errors import QuantizeError
 from qpatch.families.b6700.predict import is_quantizable
 from qpatch.families.pins import family_of
 from qpatch.gguf.catalogue import T
-from qpatch.predict.evaluate import Options, parse_tensor_type
+from qpatch.predict.options import Options, parse_tensor_type
 from qpatch.gguf.imatrix import read_imatrix
 from qpatch.gguf.model_facts import read_model
 from qpatch.gguf.synth import write_imatrix
 from qpatch.policy import loader
-from qpatch.predict.evaluate import plan as plan_on
+from qpatch.predict.engine import plan as plan_on
 from qpatch.recipes import export as ex_mod
 from zoo import BY_NAME, EXPORT_ZOO, write_zoo
 
@@ -69,7 +69,7 @@ def assert_equivalent(pp) -> ex_mod.Export:
     ex = ex_mod.export(pp)
     tensor_types = read_back(ex_mod.format_recipe(ex, "tensor-type-file"))
     assert tensor_types == ex.tensor_types
-    stock = plan(pp.model, ex_mod.STOCK, dataclasses.replace(pp.options, tensor_types=tensor_types))
+    stock = plan(pp.model, ex_mod.STOCK, dataclasses.replace(pp.options, overrides=tensor_types))
     lost = {i.name for i in ex.inexpressible}
     wrong = [(p.name, p.type.name, s.type.name) for p, s in zip(pp.tensors, stock.tensors)
              if p.type != s.type and p.name not in lost]
@@ -90,7 +90,7 @@ def assert_equivalent(pp) -> ex_mod.Export:
         assert pat.startswith("^") and pat.endswith("$") and pat == pat.lower() and "," not in pat
         hit = {n: t for n, t in reach.items() if re.search(pat, n)}
         assert hit and all(t == typ for t in hit.values()), (pat, typ, hit)
-    flipped = plan(pp.model, ex_mod.STOCK, dataclasses.replace(pp.options, tensor_types=tensor_types[::-1]))
+    flipped = plan(pp.model, ex_mod.STOCK, dataclasses.replace(pp.options, overrides=tensor_types[::-1]))
     assert flipped.types() == stock.types()
     return ex
 

@@ -21,7 +21,8 @@ from qpatch.gguf.imatrix import read_imatrix
 from qpatch.gguf.model_facts import read_model
 from qpatch.gguf.synth import write_imatrix, write_model
 from qpatch.policy import loader
-from qpatch.predict.evaluate import Options, plan
+from qpatch.predict.engine import plan
+from qpatch.predict.options import Options
 from qpatch.quantize import runner
 from qpatch.recipes import export as ex_mod
 

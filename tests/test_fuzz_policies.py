@@ -23,7 +23,8 @@ from qpatch.families.pins import family_of
 from qpatch.gguf.imatrix import read_imatrix
 from qpatch.gguf.model_facts import kind_of, read_model
 from qpatch.policy.model import Keep, Rule, Select, Set
-from qpatch.predict.evaluate import Options, plan
+from qpatch.predict.engine import plan
+from qpatch.predict.options import Options
 
 EXAMPLES = int(os.environ.get("QPATCH_FUZZ_EXAMPLES", "6"))
 

@@ -91,11 +91,11 @@ def test_n_expert_fix_keeps_stock_on_ik(ik_zoo):
 
 def test_custom_q_is_read_like_ik():
     cat = FAMILY.catalogue
-    assert FAMILY.parse_tensor_types([r"blk\.1\.ATTN=q4_K,ffn_down=iq4_ks_r4"], cat) == (
+    assert FAMILY.overrides.parse([r"blk\.1\.ATTN=q4_K,ffn_down=iq4_ks_r4"], cat) == (
         (r"blk\.1\.ATTN", T.Q4_K), ("ffn_down", T.IQ4_KS_R4))  # the pattern keeps its case
     with pytest.raises(Exception, match="Invalid quantization type 'q4_k'"):
-        FAMILY.parse_tensor_types(["attn=q4_k"], cat)  # ggml_type_name is q4_K: ik compares exactly
-    assert FAMILY.tensor_type_args(["a=q8_0", "b=q4_K"]) == ["--custom-q", "a=q8_0,b=q4_K"]
+        FAMILY.overrides.parse(["attn=q4_k"], cat)  # ggml_type_name is q4_K: ik compares exactly
+    assert FAMILY.overrides.spell(["a=q8_0", "b=q4_K"]) == ["--custom-q", "a=q8_0,b=q4_K"]
 
 
 def test_import_an_ik_recipe_round_trips(ik_zoo, tmp_path):

@@ -132,20 +132,36 @@ def test_plan_does_not_import_numpy(tmp_path):
     assert r.stderr.strip().splitlines()[-1] == "False", r.stderr
 
 
+def _option_words() -> tuple[set[str], set[str]]:
+    """Every family's option flags (each per-kind option spelled out) and option names."""
+    from qpatch.predict.options import PerKind
+
+    flags, names = set(), set()
+    for name in families.names():
+        for o in families.get(name).options:
+            names.add(o.name)
+            if isinstance(o, PerKind):
+                flags |= {o.flag.format(k.replace("_", "-")) for k in o.choices}
+            else:
+                flags.add(o.flag)
+    return flags, names
+
+
+# where options are spelled: the families' declarations, the shared forms and mainline's own (predict/options.py),
+# and the command line, which offers them
+OPTION_HOMES = ("families", "cli")
+
+
 def test_only_families_test_a_family_flag():
     """What a family's binary calls its options is the family's business: outside families/ (and the CLI,
     which spells the user's options), no code compares anything with one of their flags. Ask the family's
-    attributes instead (tensor_type_flag, overrides_in_one_argument, exact_type_names, kind_options)."""
-    flags = set()
-    for name in families.names():
-        fam = families.get(name)
-        flags.add(fam.tensor_type_flag)
-        flags |= {"--" + k.replace("_", "-") for k in fam.kind_options}
+    declarations instead (families/<name>/options.py)."""
+    flags, _ = _option_words()
     alt = "|".join(re.escape(f) for f in sorted(flags))
     pattern = re.compile(r"""(==|!=|\bin)\s*["'](%s)["']|["'](%s)["']\s*(==|!=)""" % (alt, alt))
     bad = []
     for mod, path in modules().items():
-        if stage_of(mod) in ("families", "cli"):
+        if stage_of(mod) in OPTION_HOMES:
             continue
         for i, line in enumerate(path.read_text().splitlines(), 1):
             if pattern.search(line):
@@ -153,20 +169,42 @@ def test_only_families_test_a_family_flag():
     assert not bad, "a family's flag tested outside families/:\n" + "\n".join(bad)
 
 
+def test_only_families_name_an_option():
+    """No module outside the options' homes names one of them, as a string, an attribute or a keyword: Job,
+    report and export read the declarations (issue 19: a new option is a line in one family's options.py)."""
+    _, names = _option_words()
+    alt = "|".join(re.escape(n) for n in sorted(names))
+    compound = "|".join(re.escape(n) for n in sorted(names) if "_" in n)  # `pure=` is also dask's keyword
+    pattern = re.compile(r"""["'](%s)["']|\.(%s)\b|\b(%s)=""" % (alt, alt, compound))
+    bad = []
+    for mod, path in modules().items():
+        if stage_of(mod) in OPTION_HOMES or mod == "qpatch.predict.options":
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                bad.append(f"{path.relative_to(PACKAGE)}:{i}: {line.strip()}")
+    assert not bad, "an option named outside its family:\n" + "\n".join(bad)
+
+
 def test_every_family_is_checked_when_it_registers(tmp_path):
     """A family folder is validated once, when first asked for, against what the stages read of it."""
+    from qpatch.families.base import Family
+    from qpatch.predict.options import PURE, Switch
+
     for name in families.names():
         assert families.check(families.get(name), PACKAGE / "families" / name) == []
 
-    class Half(families.Family):  # a new family's first draft: no plan(), a flag that is not one
+    class Half(Family):  # a new family's first draft: no walk(), no overrides, a flag that is not one
         name = "draft"
-        tensor_type_flag = "custom-q"
+        options = (PURE, Switch("verbose", "v", "not a flag"))
         imatrix_formats = ("dat",)
 
+    Half.__abstractmethods__ = frozenset()  # let the draft be made, to be checked
     (tmp_path / "draft").mkdir()
     problems = families.check(Half(), tmp_path / "draft")
-    assert any("does not define plan()" in p for p in problems)
-    assert any("does not define override_result()" in p for p in problems)
+    assert any("does not define override_result(), walk()" in p for p in problems), problems
     assert any("no catalogue.json" in p for p in problems) and any("no policy.h.j2" in p for p in problems)
-    assert any("tensor_type_flag" in p for p in problems) and any("imatrix_formats" in p for p in problems)
-    assert families.check(object(), tmp_path / "draft") == ["its __init__.py exposes no FAMILY = <a Family subclass>()"]
+    assert any("no options.py" in p for p in problems)
+    assert any("exactly one option must be the Overrides" in p for p in problems)
+    assert any("'v' is no llama-quantize flag" in p for p in problems) and any("imatrix_formats" in p for p in problems)
+    assert families.check(object(), tmp_path / "draft") == ["its predict.py defines no FAMILY = <a Family subclass>()"]

@@ -136,7 +136,7 @@ def _table_for(model, pin, types, ties=(), spec="bands:4") -> Table:
         opts = {}
         for t in types:
             job = Job.create(model, "Q8_0", pin=pin)  # every quantizable tensor asked for t, as a shelf is
-            job = dataclasses.replace(job, options=dataclasses.replace(job.options, tensor_types=((".*", t),)))
+            job = dataclasses.replace(job, options=dataclasses.replace(job.options, overrides=((".*", t),)))
             plan = {x.name: x for x in job.plan().tensors}
             opts[t.name] = {"bytes": sum(plan[n].nbytes for n in g.tensors), "dkld_unc": 0.0,
                             "dkld": 0.0 if t == types[0] else rng.uniform(0, 0.01),

@@ -22,10 +22,12 @@ import pytest
 from stock_binary import CURRENT_PIN as PIN
 from stock_binary import fetched_tree
 
-from qpatch.families.current.predict import allows_quantization
+from qpatch.families.current.predict import is_quantizable
 from qpatch.families.pins import family_of
 from qpatch.gguf.catalogue import T
-from qpatch.predict.evaluate import Options, ggml_n_dims
+from qpatch.gguf.model_facts import ggml_n_dims
+from qpatch.predict.engine import plan
+from qpatch.predict.options import Options
 from qpatch.recipes.export import STOCK
 
 pytestmark = pytest.mark.sdist  # upstream's snapshot files come from the pin's source
@@ -66,7 +68,7 @@ def model_facts(name: str, schema: str):
                                         n_layer=hp["n_layer"], n_head=hp["n_head"], n_head_kv=hp["n_head_kv"],
                                         head_dim=128, tied=tied)
     opts = Options(ftype=FAMILY.catalogue.parse_ftype("Q8_0"))
-    kept = [t for t in tensors if allows_quantization(t[0], ggml_n_dims(tuple(t[1])), arch, opts)]
+    kept = [t for t in tensors if is_quantizable(t[0], ggml_n_dims(tuple(t[1])), arch, opts)]
     return layouts.facts(name, arch, kept, n_layer=hp["n_layer"], n_head=hp["n_head"], n_head_kv=hp["n_head_kv"],
                          n_expert=hp.get("n_expert", 0))
 
@@ -90,7 +92,7 @@ def test_snapshot_reproduced(name, snapshots):
     for ftype, default, listed in sections:
         ft = FAMILY.catalogue.parse_ftype(ftype)
         assert ft.default.name.lower() == default.lower(), f"[{ftype}] default type"
-        p = FAMILY.plan(facts, STOCK, Options(ftype=ft))
+        p = plan(facts, STOCK, Options(ftype=ft), FAMILY, PIN)
         # type choice alone, as llama_quant_compute_types: a missing imatrix matters only to a real run
         assert all(e in p.real_run_only for e in p.errors), f"[{ftype}] {p.errors[:2]}"
         got = {t.name: t.type for t in p.tensors}

@@ -11,14 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qpatch.errors import QuantizeError, UsageError
-from qpatch.families import Family
+from qpatch.families import all_options
+from qpatch.families.base import Family
 from qpatch.families.pins import DEFAULT_PIN, family_of
-from qpatch.gguf.catalogue import Catalogue
 from qpatch.gguf.imatrix import read_imatrix
 from qpatch.gguf.model_facts import ModelFacts, read_model
 from qpatch.policy import loader
 from qpatch.policy.model import Policy
-from qpatch.predict.evaluate import Options, Plan, parse_prune_layers, plan
+from qpatch.predict import options as type_options
+from qpatch.predict.engine import plan
+from qpatch.predict.options import Options
+from qpatch.predict.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -50,23 +53,12 @@ class Job:
 
     def quantize_args(self, out, *, threads: int | None = None) -> list[str]:
         """llama-quantize's arguments for this job (after the binary's path), in its own spelling."""
-        o, cat = self.options, self.family.catalogue
+        o, fam = self.options, self.family
         args = ["--imatrix", str(self.imatrix_path)] if self.imatrix_path else []
-        args += self.family.tensor_type_args([f"{pat}={cat.ggml_name(t)}" for pat, t in o.tensor_types])
-        for key, t in o.kind_types:
-            args += [f"--{key.replace('_', '-')}", cat.ggml_name(t)]
-        if o.ignore_imatrix_rules:
-            args.append("--ignore-imatrix-rules")
-        if o.output_tensor_type:
-            args += ["--output-tensor-type", cat.ggml_name(o.output_tensor_type)]
-        if o.token_embedding_type:
-            args += ["--token-embedding-type", cat.ggml_name(o.token_embedding_type)]
-        if o.pure:
-            args.append("--pure")
-        if o.leave_output_tensor:
-            args.append("--leave-output-tensor")
-        if o.prune_layers:
-            args += ["--prune-layers", ",".join(map(str, o.prune_layers))]
+        args += fam.overrides.args(o.overrides, fam.catalogue)
+        declared = {d.name: d for d in fam.options}
+        for name, value in o.values:  # in the family's order of declaration
+            args += declared[name].args(value, fam.catalogue)
         args += ["--override-kv", f"qpatch.policy=str:{self.policy.name}",
                  "--override-kv", f"qpatch.pin=str:{self.pin}"]
         if self.model_path is None:
@@ -75,59 +67,20 @@ class Job:
         return args + ([str(threads)] if threads else [])
 
 
-def read_tensor_type_file(path) -> list[str]:
-    """`--tensor-type-file`: PATTERN=TYPE entries separated by spaces or newlines (as `file >> arg`)."""
-    try:
-        return Path(path).read_text().split()
-    except OSError as e:
-        raise UsageError(f"--tensor-type-file {path}: {e.strerror}") from None
-
-
-def make_options(pin: str, ftype: str, *, imatrix=None, output_tensor_type=None, token_embedding_type=None,
-                 tensor_types=(), tensor_type_file=None, pure=False, leave_output_tensor=False,
-                 prune_layers=None, kind_types=(), ignore_imatrix_rules=False, custom_q=()) -> Options:
-    """llama-quantize's type options as the pin's family reads them; options it lacks are refused."""
+def make_options(pin: str, ftype: str, *, imatrix=None, **given) -> Options:
+    """llama-quantize's type options as the pin's family reads them (`given`: option name -> the user's value,
+    as families/<name>/options.py declares them); options its binary lacks are refused."""
     fam = family_of(pin)
     cat = fam.catalogue
-    given = {"output_tensor_type": output_tensor_type, "token_embedding_type": token_embedding_type,
-             "tensor_type": list(tensor_types) or tensor_type_file, "pure": pure,
-             "leave_output_tensor": leave_output_tensor, "prune_layers": prune_layers, "kind_types": kind_types,
-             "ignore_imatrix_rules": ignore_imatrix_rules, "custom_q": list(custom_q)}
-    flags = {"tensor_type": "--tensor-type" if tensor_types else "--tensor-type-file", "kind_types": "--kind-type"}
-    for opt, value in given.items():
-        if value and opt not in fam.options:
-            raise UsageError(f"{flags.get(opt, '--' + opt.replace('_', '-'))} is not an option of pin {pin}'s "
-                             f"llama-quantize (family {fam.name})")
-    specs = (list(tensor_types) + (read_tensor_type_file(tensor_type_file) if tensor_type_file else [])
-             + list(custom_q))
-    return Options(
-        ftype=cat.parse_ftype(ftype),
-        imatrix=read_imatrix(imatrix, fam.imatrix_formats, f"pin {pin}'s llama-quantize") if imatrix else None,
-        output_tensor_type=(cat.parse_type(output_tensor_type, what="--output-tensor-type")
-                            if output_tensor_type else None),
-        token_embedding_type=(cat.parse_type(token_embedding_type, what="--token-embedding-type")
-                              if token_embedding_type else None),
-        tensor_types=fam.parse_tensor_types(specs, cat),
-        pure=pure,
-        leave_output_tensor=leave_output_tensor,
-        prune_layers=parse_prune_layers(prune_layers) if prune_layers else (),
-        kind_types=parse_kind_types(kind_types, fam, cat),
-        ignore_imatrix_rules=ignore_imatrix_rules,
-    )
-
-
-def parse_kind_types(given, fam: Family, cat: Catalogue) -> tuple:
-    """ik_llama.cpp's per-kind options (`attn-v-type=q8_0`, or a dict attn_v_type -> q8_0), checked."""
-    items = list(given.items()) if isinstance(given, dict) else [s.partition("=")[::2] for s in given]
-    out = []
-    for key, value in items:
-        key = key.strip().lstrip("-").replace("-", "_")
-        if key not in fam.kind_options:
-            known = ", ".join(k.replace("_", "-") for k in fam.kind_options) or "none"
-            raise UsageError(f"--kind-type {key.replace('_', '-')}: not a per-kind option of family {fam.name}",
-                             hint=f"options: {known}")
-        out.append((key, cat.parse_type(value, what=f"--{key.replace('_', '-')}")))
-    return tuple(out)
+    known = {o.name: o for o, _ in all_options()}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise TypeError(f"make_options() got unknown option(s) {', '.join(unknown)}")
+    type_options.refuse_missing(fam.options, known, given, f"pin {pin}'s llama-quantize (family {fam.name})")
+    ft = cat.parse_ftype(ftype)
+    entries = read_imatrix(imatrix, fam.imatrix_formats, f"pin {pin}'s llama-quantize") if imatrix else None
+    overrides, values = type_options.parse_given(fam.options, cat, given)
+    return Options(ftype=ft, imatrix=entries, overrides=overrides, values=values)
 
 
 def make_plan(model, ftype: str, *, policy: "str | Policy" = "stock", pin: str | None = None, **options) -> Plan:

@@ -71,7 +71,7 @@ def plan_cmd(model, ftype, policy, imatrix, pin, fmt, show_all, compare, **optio
         click.echo(report.format_markdown(p))
     else:
         click.echo(report.format_table(p, show_unquantized=show_all))
-    errors = p.errors + (base.errors if compare else [])
+    errors = list(p.errors) + (list(base.errors) if compare else [])
     if errors:
         if fmt == "json":  # the JSON on stdout holds them all ("errors"); stderr names the first few
             for e in errors[:5]:

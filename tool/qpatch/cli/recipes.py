@@ -29,7 +29,7 @@ def import_cmd(name, tensor_types, tensor_type_file, custom_q, gguf, model, ftyp
 
     from qpatch.errors import UsageError
     from qpatch.families.pins import DEFAULT_PIN
-    from qpatch.job import read_tensor_type_file
+    from qpatch.predict.options import TENSOR_TYPE_FILE
     from qpatch.recipes import importer as recipe_import
 
     given = [x for x in (tensor_types, tensor_type_file, custom_q, gguf) if x]
@@ -39,7 +39,7 @@ def import_cmd(name, tensor_types, tensor_type_file, custom_q, gguf, model, ftyp
     if tensor_types:
         overrides = list(tensor_types)
     elif tensor_type_file:
-        overrides = read_tensor_type_file(tensor_type_file)
+        overrides = TENSOR_TYPE_FILE.specs(tensor_type_file)
     elif custom_q:
         overrides = recipe_import.parse_custom_q(custom_q)
     if overrides is not None and not model:

@@ -1,7 +1,7 @@
 """Render a policy to the C++ header that the hook patch includes into src/llama-quant.cpp.
 
 Each condition and action class gets its C++ meaning here (its Python meaning is in
-evaluate.py); the file's shape is in templates/policy.h.j2. Output is deterministic:
+predict/rules.py); the file's shape is in templates/policy.h.j2. Output is deterministic:
 no timestamps, rules in policy order, frames and groups in first-use order.
 """
 
@@ -14,14 +14,14 @@ import jinja2
 
 from qpatch import files
 from qpatch.errors import PolicyError
-from qpatch.families import Family
+from qpatch.families.base import Family
 from qpatch.families.pins import family_of
 from qpatch.gguf.catalogue import Catalogue, T
 from qpatch.policy.model import (
     After, AllOf, AnyOf, Arch, AtLeast, Before, Block, ByFtype, Default, Experts, Ftypes, Gqa, Imatrix, Keep, Not,
     Ordinal, Policy, RowMultiple, Set, Stacked, Step, UseMoreBits,
 )
-from qpatch.predict.evaluate import check_types, for_family
+from qpatch.predict.engine import check_types, for_family
 
 GENERATED_PATH = "src/llama-quant-qpatch.h"
 TEMPLATES = Path(__file__).parent / "templates"

@@ -1,38 +1,55 @@
-"""What every pin family provides (each family folder subclasses `Family` once, as `FAMILY`)."""
+"""What every pin family provides: a `Family` (each family folder's predict.py defines one, as `FAMILY`)
+and the `Walk` its llama-quantize takes over one job's tensors.
+
+The predict engine (predict/engine.py) needs `walk`; export needs `override_result` and
+`unreachable_reason`; the other members are facts of the family's binary that one stage each reads
+(its options, export formats, imatrix formats, CMake definitions). `families.check` validates a
+family when it registers.
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qpatch.gguf.catalogue import Catalogue, T, load_catalogue
+from qpatch.predict.options import Overrides, TypeOption
+from qpatch.predict.plan import Outcome
 
 if TYPE_CHECKING:
+    from qpatch.gguf.header import TensorInfo
     from qpatch.gguf.model_facts import ModelFacts
     from qpatch.policy.model import Policy
-    from qpatch.predict.evaluate import Options, Plan, TensorPlan
+    from qpatch.predict.options import Options
+    from qpatch.predict.plan import TensorPlan
 
 
-class Family:
+class Walk(ABC):
+    """One job on a family's llama-quantize: what its pre-pass set up, the tensors in the binary's processing
+    order (`order`), and each tensor's decision, which the engine asks for in that order (`decide`) and which
+    lands in `out`, with what would make the binary abort."""
+
+    def __init__(self, order: tuple["TensorInfo", ...]):
+        self.order = order
+        self.out = Outcome()
+
+    @abstractmethod
+    def decide(self, t: "TensorInfo") -> None:
+        """Add tensor `t`'s plan (and any error it causes) to `out`."""
+
+
+class Family(ABC):
     """One family of llama.cpp commits whose type choice works the same way."""
 
     name: str = ""
     summary: str = ""
     project: str = "llama.cpp"  # the code base (a fork's families have their own): docs compare pins within one
-    # llama-quantize's --tensor-type: which of several matching patterns decides ("first" | "last")
-    tensor_type_match: str = "last"
-    # options of this family's llama-quantize that change types, beyond the ftype and --imatrix
-    options: frozenset[str] = frozenset()
+    # every option of this family's llama-quantize that changes types, beyond the ftype and --imatrix
+    # (families/<name>/options.py declares them; exactly one is the plain `Overrides`)
+    options: tuple[TypeOption, ...] = ()
     # what `qpatch export` can write for this family's stock llama-quantize
     export_formats: tuple[str, ...] = ("tensor-type",)
-    # the llama-quantize flag that takes the ordered regex=type overrides (Options.tensor_types)
-    tensor_type_flag: str = "--tensor-type"
-    # whether all the overrides go in one argument of that flag (ik's comma-separated --custom-q) or one each
-    overrides_in_one_argument: bool = False
-    # whether the overrides name types exactly as ggml_type_name spells them (ik: q4_K, iq4_ks), not lower-cased
-    exact_type_names: bool = False
-    # per-kind type options of its llama-quantize (ik: attn_v_type -> --attn-v-type ...), for --kind-type
-    kind_options: tuple[str, ...] = ()
     # the imatrix file formats its llama-quantize reads (gguf.imatrix.FORMATS)
     imatrix_formats: tuple[str, ...] = ("gguf", "legacy")
     # CMake definitions the family's tree needs beyond build.py's own (a user's -D still wins)
@@ -51,36 +68,23 @@ class Family:
         """The family's policy template, relative to the template loader's roots."""
         return f"{self.name}/policy.h.j2"
 
-    def parse_tensor_types(self, specs: list[str], catalogue: Catalogue, flag: str | None = None) -> tuple:
-        """The ordered regex=type overrides as this family's llama-quantize reads its flag's values (`flag`: the
-        option they came with, for messages; default: the family's own)."""
-        from qpatch.predict.evaluate import parse_tensor_type
+    @property
+    def overrides(self) -> Overrides:
+        """The option that takes the ordered regex=type overrides (--tensor-type, ik's --custom-q)."""
+        return next(o for o in self.options if type(o) is Overrides)
 
-        return tuple(parse_tensor_type(s, catalogue, flag or self.tensor_type_flag) for s in specs)
+    @abstractmethod
+    def walk(self, model: "ModelFacts", policy: "Policy", opts: "Options") -> Walk:
+        """This family's (patched) llama-quantize over one job's tensors."""
 
-    def tensor_type_args(self, specs: list[str]) -> list[str]:
-        """llama-quantize's arguments for those overrides."""
-        out: list[str] = []
-        for spec in specs:
-            out += [self.tensor_type_flag, spec]
-        return out
-
-    def plan(self, model: "ModelFacts", policy: "Policy", opts: "Options") -> "Plan":
-        """Every tensor's type as this family's (patched) llama-quantize writes it."""
-        raise NotImplementedError
-
+    @abstractmethod
     def override_result(self, stock: "TensorPlan", override: T) -> T | None:
-        """The type a `--tensor-type` override to `override` gives a tensor whose stock plan is `stock`:
-        None where overrides cannot reach it. Raises ValueError where the binary would abort."""
-        raise NotImplementedError
+        """The type an override to `override` gives a tensor whose stock plan is `stock`: None where
+        overrides cannot reach it. Raises ValueError where the binary would abort."""
 
     def unreachable_reason(self, stock: "TensorPlan", wanted: T) -> str:
-        """Why no `--tensor-type` override gives this tensor `wanted` (for export's report)."""
-        return f"no --tensor-type override gives this tensor {wanted.name} on this pin"
-
-    def dry_run_ok(self, plan: "Plan") -> bool:
-        """Whether `llama-quantize --dry-run` completes on this job (only families that have it)."""
-        raise NotImplementedError(f"pin family {self.name} has no --dry-run")
+        """Why no override gives this tensor `wanted` (for export's report)."""
+        return f"no {self.overrides.flag} override gives this tensor {wanted.name} on this pin"
 
     def __repr__(self) -> str:
         return f"<pin family {self.name}>"

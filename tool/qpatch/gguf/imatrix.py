@@ -17,6 +17,11 @@ from qpatch.gguf.header import MAGIC, read_header
 FORMATS = ("gguf", "legacy")
 
 
+def entry_length(shape: tuple[int, ...]) -> int:
+    """The length an imatrix entry for a tensor of `shape` must have: a row's columns, times its experts."""
+    return shape[0] * (shape[2] if len(shape) > 2 else 1)
+
+
 def read_imatrix(path: str | Path, formats: tuple[str, ...] = FORMATS,
                  reader: str = "llama-quantize") -> dict[str, int]:
     """Map tensor name -> number of floats in its entry; `formats`: those the reading binary takes."""

@@ -38,6 +38,14 @@ def kind_of(name: str) -> str:
     return rest
 
 
+def ggml_n_dims(shape: tuple[int, ...]) -> int:
+    """ggml_n_dims: trailing dimensions of size 1 do not count, so ne (4096, 1) is 1-D."""
+    n = len(shape)
+    while n > 1 and shape[n - 1] == 1:
+        n -= 1
+    return max(n, 1)
+
+
 def processing_order(names):
     """llama.cpp's weights_map order: by layer (non-blk first as layer -1), then by name (bytes)."""
     return sorted(names, key=lambda n: (block_of(n), n.encode()))

@@ -1,6 +1,6 @@
 """The frozen policy data model: rules = selector + conditions + action, composed into policies.
 
-Nothing here knows about C++ or about llama.cpp's stock code. `evaluate.py` gives these
+Nothing here knows about C++ or about llama.cpp's stock code. `predict/rules.py` gives these
 objects their Python meaning and `render.py` their C++ meaning; both dispatch on the class,
 so a new predicate needs a case in each (and the differential tests prove they agree).
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from qpatch.gguf.model_facts import block_of, kind_of
-from qpatch.predict.evaluate import Plan, Status
+from qpatch.predict.plan import Plan, Status
 
 if TYPE_CHECKING:
-    from qpatch.families import Family
+    from qpatch.families.base import Family
 
 
 @dataclass
@@ -141,28 +141,11 @@ def format_json(plan: Plan) -> str:
     return json.dumps(to_json(plan), indent=2)
 
 
-def options_text(o, family: "Family | None" = None) -> list[str]:
-    """Every llama-quantize option of the job that changes types, as the command line of `family`'s binary
-    names it (its flag for the ordered regex=type overrides, one argument or one each)."""
-    flag = family.tensor_type_flag if family else "--tensor-type"
-    one_argument = family.overrides_in_one_argument if family else False
-    extra = []
-    if o.pure:
-        extra.append("--pure")
-    if o.leave_output_tensor:
-        extra.append("--leave-output-tensor")
-    if o.output_tensor_type is not None:
-        extra.append(f"--output-tensor-type {o.output_tensor_type.name.lower()}")
-    if o.token_embedding_type is not None:
-        extra.append(f"--token-embedding-type {o.token_embedding_type.name.lower()}")
-    if o.tensor_types:
-        extra.append(f"{len(o.tensor_types)} {flag}" + (" rules" if one_argument else ""))
-    if o.prune_layers:
-        extra.append(f"--prune-layers {','.join(map(str, o.prune_layers))}")
-    extra += [f"--{k.replace('_', '-')} {t.name.lower()}" for k, t in o.kind_types]
-    if o.ignore_imatrix_rules:
-        extra.append("--ignore-imatrix-rules")
-    return extra
+def options_text(o, family: "Family") -> list[str]:
+    """Every llama-quantize option of the job that changes types, as `family`'s declarations spell them."""
+    declared = {d.name: d for d in family.options}
+    extra = [family.overrides.text(o.overrides)] if o.overrides else []
+    return extra + [declared[name].text(value) for name, value in o.values]
 
 
 def _header(plan: Plan) -> str:

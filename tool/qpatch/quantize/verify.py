@@ -17,7 +17,7 @@ from qpatch.gguf.header import read_model_headers
 from qpatch.gguf.model_facts import ModelFacts, read_model
 from qpatch.job import Job
 from qpatch.policy.model import Policy
-from qpatch.predict.evaluate import Plan
+from qpatch.predict.plan import Plan
 
 
 class _AllEntries(dict):

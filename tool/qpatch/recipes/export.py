@@ -44,7 +44,8 @@ from qpatch.errors import QuantizeError, UsageError
 from qpatch.gguf.catalogue import T
 from qpatch.gguf.model_facts import ModelFacts
 from qpatch.policy.model import Policy
-from qpatch.predict.evaluate import Plan, Status, plan
+from qpatch.predict.engine import plan
+from qpatch.predict.plan import Plan, Status
 from qpatch.predict.report import block_label
 
 FORMATS = ("tensor-type", "tensor-type-file", "custom-q", "model-card")
@@ -101,8 +102,7 @@ class ExportBug(AssertionError):
 def export(target: Plan) -> Export:
     """The overrides that make stock llama-quantize write `target` (a policy's plan), checked."""
     o = target.options
-    if (o.tensor_types or o.pure or o.output_tensor_type or o.token_embedding_type or o.leave_output_tensor
-            or o.kind_types or o.ignore_imatrix_rules):
+    if o.any_given:
         raise UsageError("export takes a plan without command-line type options (--tensor-type, --pure, ...)")
     if target.errors:
         more = f" (and {len(target.errors) - 1} more)" if len(target.errors) > 1 else ""
@@ -131,7 +131,7 @@ def export(target: Plan) -> Export:
     # later tensors' stock choices: those need overrides too, until nothing moves.
     for _ in range(len(target.tensors) + 1):
         overrides = _minimise(target.model, targets, need)
-        given = dataclasses.replace(o, tensor_types=tuple((v.pattern, v.type) for v in overrides))
+        given = dataclasses.replace(o, overrides=tuple((v.pattern, v.type) for v in overrides))
         check = plan(target.model, STOCK, given, family, target.pin)
         moved = {c.name: targets[c.name] for p, c in zip(target.tensors, check.tensors)
                  if c.name in targets and c.name not in need and c.type != p.type}
@@ -142,7 +142,7 @@ def export(target: Plan) -> Export:
     _self_check(target, check, overrides, {i.name for i in lost})
     order = {t.name: i for i, t in enumerate(target.model.tensors)}
     lost.sort(key=lambda i: order[i.name])
-    if family.exact_type_names:  # e.g. ik matches ggml_type_name exactly (q4_K, iq4_ks)
+    if family.overrides.exact_type_names:  # e.g. ik matches ggml_type_name exactly (q4_K, iq4_ks)
         overrides = tuple(dataclasses.replace(v, type_name=family.catalogue.ggml_name(v.type)) for v in overrides)
     return Export(target, base, check, overrides, tuple(lost))
 
@@ -456,7 +456,7 @@ def model_card(ex: Export, *, imatrix: str | None = None) -> str:
              f"Made with llama.cpp {p.pin}'s stock `llama-quantize` and the overrides below (the mix of qpatch "
              f"policy `{p.policy.name}`, checked tensor by tensor with qpatch's model of that llama-quantize).", "",
              "```sh", "llama-quantize" + (f" --imatrix {shlex.quote(imatrix)}" if imatrix else "") + " \\"]
-    args = p.family.tensor_type_args([o.spec for o in ex.overrides])  # the family's flag, as it reads it
+    args = p.family.overrides.spell([o.spec for o in ex.overrides])  # the family's flag, as it reads it
     lines += [f"  {flag} '{value}' \\" for flag, value in zip(args[::2], args[1::2])]
     out = f"{p.model.name.removesuffix('.gguf')}-{p.options.ftype.name}.gguf"
     lines += [f"  {shlex.quote(p.model.name)} {shlex.quote(out)} {p.options.ftype.name}", "```", ""]

@@ -35,7 +35,7 @@ from qpatch.job import Job
 from qpatch.policy import loader
 from qpatch.policy.blocks import in_blocks
 from qpatch.policy.model import Policy, Select, Set, rule
-from qpatch.predict.evaluate import Plan
+from qpatch.predict.plan import Plan
 from qpatch.predict.report import block_ranges
 
 MAX_ROUNDS = 4
@@ -74,8 +74,8 @@ def lines_from_overrides(specs: list[str], pin: str, flag: str | None = None) ->
     fam = family_of(pin)
     out = []
     for spec in specs:
-        [(pat, t)] = fam.parse_tensor_types([spec], fam.catalogue, flag)
-        out.append(Line(f"Select(pattern={pat!r})", Select(pattern=pat), t, f"{fam.tensor_type_flag} {spec}"))
+        [(pat, t)] = fam.overrides.read([spec], fam.catalogue, flag)
+        out.append(Line(f"Select(pattern={pat!r})", Select(pattern=pat), t, f"{fam.overrides.flag} {spec}"))
     return out
 
 
@@ -142,8 +142,9 @@ def import_policy(name: str, *, model, ftype: str | None = None, overrides: list
             raise UsageError("importing overrides needs --ftype: the ftype the recipe is used with")
         lines = lines_from_overrides(overrides, pin, recipe_flag)
         job = Job.create(model, ftype, policy=stock, pin=pin, imatrix=imatrix)
-        recipe = job.family.parse_tensor_types(list(overrides), job.family.catalogue)  # as its flag reads them
-        effect = dataclasses.replace(job, options=dataclasses.replace(job.options, tensor_types=recipe)).plan()
+        fam = job.family
+        recipe = fam.overrides.read(list(overrides), fam.catalogue, fam.overrides.flag)  # as its flag reads them
+        effect = dataclasses.replace(job, options=dataclasses.replace(job.options, overrides=recipe)).plan()
         what, same_as = "the recipe's effect on stock llama-quantize", "stock llama-quantize given the recipe"
         target = {t.name: t.type for t in effect.tensors}
     fixups = 0

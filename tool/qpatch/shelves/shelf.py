@@ -237,7 +237,7 @@ def shelf_job(base: Job, t: T) -> Job:
     names = {x.name for x in base.model.tensors}
     for _ in range(len(names) + 1):
         pat = ".*" if not excluded else "^(?!(?:" + "|".join(re.escape(n) for n in excluded) + ")$)"
-        job = dataclasses.replace(base, options=dataclasses.replace(base.options, tensor_types=((pat, t),)))
+        job = dataclasses.replace(base, options=dataclasses.replace(base.options, overrides=((pat, t),)))
         bad = sorted({e.split(":")[0] for e in job.plan().errors} & names - set(excluded))
         if not bad:
             errors = job.plan().errors

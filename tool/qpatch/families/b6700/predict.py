@@ -10,23 +10,17 @@ from __future__ import annotations
 
 import re
 
-from qpatch.families.b6700.stock import FALLBACK, StockModel, StockState, fallback, stock_site
-from qpatch.families.base import Family
-from qpatch.gguf.catalogue import T, block_size, is_quantized, tensor_bytes
-from qpatch.gguf.model_facts import ModelFacts, kind_of
+from qpatch.families.b6700.options import OPTIONS
+from qpatch.families.base import Family, Walk
+from qpatch.families.mainline import FALLBACK, StockModel, StockState, shape_fallback, stock_site
+from qpatch.gguf.catalogue import T, block_size, is_quantized
+from qpatch.gguf.header import TensorInfo
+from qpatch.gguf.imatrix import entry_length
+from qpatch.gguf.model_facts import ModelFacts, ggml_n_dims, kind_of
 from qpatch.policy.model import Policy
-from qpatch.predict.evaluate import (
-    Ctx,
-    Options,
-    Plan,
-    Positions,
-    Status,
-    TensorPlan,
-    fallback_table,
-    ggml_n_dims,
-    policy_choice,
-)
-from qpatch.predict.evaluate import why as explain
+from qpatch.predict.options import Options
+from qpatch.predict.rules import Ctx, Positions, fallback_table, policy_choice
+from qpatch.predict.rules import why as explain
 
 # ftypes llama-quantize refuses to run without an imatrix (main() of quantize.cpp).
 NEEDS_IMATRIX = frozenset({"IQ2_XS", "IQ2_XXS", "IQ2_S", "Q2_K_S", "IQ1_S", "IQ1_M"})
@@ -40,7 +34,7 @@ def is_quantizable(name: str, ndims: int, opts: Options) -> bool:
         return False
     if "_norm.weight" in name:
         return False
-    if opts.leave_output_tensor and name == "output.weight":
+    if opts.get("leave_output_tensor") and name == "output.weight":
         return False
     if opts.ftype.copy:
         return False
@@ -60,105 +54,98 @@ def is_quantizable(name: str, ndims: int, opts: Options) -> bool:
     return True
 
 
-def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
-    result = Plan(model=model, policy=policy, pin="", options=opts)
-    ft = opts.ftype
-    names = [t.name for t in model.tensors]
-    state = StockState.for_model(model, names, opts.has_imatrix)
-    stock = StockModel(model, ft.name, state, opts.output_tensor_type, opts.token_embedding_type)
-    positions = Positions(model)
-    targeted = not policy.archs or model.arch in policy.archs
-    fb_table = fallback_table(policy, model, FALLBACK)
+class B6700Walk(Walk):
+    """llama_model_quantize_impl over one job, in llama.cpp's processing order."""
 
-    if ft.name in NEEDS_IMATRIX and not opts.has_imatrix:
-        result.errors.append(
-            f"llama-quantize refuses {ft.name} without an importance matrix (pass --imatrix FILE)")
-    n_attn_layer = sum(1 for h in model.n_head_kv_layers[:model.n_layer] if h != 0)
-    if model.arch in ("t5", "t5encoder"):  # llama_model_has_encoder: encoder, decoder and cross attention
-        n_attn_layer *= 3
-    if state.n_attention_wv not in (0, n_attn_layer):
-        result.errors.append(f"GGML_ASSERT n_attention_wv is unexpected: {state.n_attention_wv} attn_v/attn_qkv/"
-                             f"attn_kv_b tensors for {n_attn_layer} attention layers")
+    def __init__(self, model: ModelFacts, policy: Policy, opts: Options):
+        super().__init__(model.tensors)
+        self.model, self.policy, self.opts = model, policy, opts
+        ft = opts.ftype
+        names = [t.name for t in model.tensors]
+        self.state = StockState.for_tensors(model, names, opts.has_imatrix)
+        self.stock = StockModel(model, ft.name, self.state, opts.get("output_tensor_type"),
+                                opts.get("token_embedding_type"))
+        self.positions = Positions(model)
+        self.pol = policy if (not policy.archs or model.arch in policy.archs) else None  # targeted
+        self.fb_table = fallback_table(policy, model, FALLBACK)
+        if ft.name in NEEDS_IMATRIX and not opts.has_imatrix:
+            self.out.fail(f"llama-quantize refuses {ft.name} without an importance matrix (pass --imatrix FILE)")
+        n_attn_layer = sum(1 for h in model.n_head_kv_layers[:model.n_layer] if h != 0)
+        if model.arch in ("t5", "t5encoder"):  # llama_model_has_encoder: encoder, decoder and cross attention
+            n_attn_layer *= 3
+        if self.state.n_attention_wv not in (0, n_attn_layer):
+            self.out.fail(f"GGML_ASSERT n_attention_wv is unexpected: {self.state.n_attention_wv} attn_v/attn_qkv/"
+                          f"attn_kv_b tensors for {n_attn_layer} attention layers")
 
-    for t in model.tensors:
-        name, shape = t.name, t.shape
+    def decide(self, t: TensorInfo) -> None:
+        opts, ft, name, shape = self.opts, self.opts.ftype, t.name, t.shape
         if not is_quantizable(name, ggml_n_dims(shape), opts):
-            why = "copy (COPY ftype)" if ft.copy else "not quantized (kept as is)"
-            status = Status.COPIED if ft.copy else Status.KEPT
-            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why, status, tensor_bytes(t.type, shape)))
-            continue
+            self.out.kept(t, ft.copy)
+            return
         new, why, fell, chosen = ft.default, "ftype default", False, False
-        if opts.pure:
+        if opts.get("pure"):
             why = "--pure"
         elif is_quantized(ft.default):
             chosen = True
-            new, why = stock.choose(name, shape, ft.default)
-            x = Ctx(name, kind_of(name), shape, model, ft.name, opts.has_imatrix, new, ft.default, positions,
-                    stock_site(name))
-            picked, r = policy_choice(policy, x)
+            new, why = self.stock.choose(name, shape, ft.default)
+            x = Ctx(name, kind_of(name), shape, self.model, ft.name, opts.has_imatrix, new, ft.default,
+                    self.positions, stock_site(name))
+            picked, r = policy_choice(self.policy, x)
             if r is not None:
                 new, why = picked, explain(r, x)
             try:
-                new, fell, fb_why = fallback(new, shape[0], fb_table)
+                new, fell, fb_why = shape_fallback(new, shape[0], self.fb_table)
             except ValueError as e:
-                result.errors.append(f"{name}: {e}")
+                self.out.fail(f"{name}: {e}")
                 fell, fb_why = False, ""
             if fell:
-                why = f"{why}; {fb_why}" + (" (policy table)" if fb_table is not None else "")
-            if opts.tensor_types and not fell:
-                for pat, typ in opts.tensor_types:  # the last match wins
+                why = f"{why}; {fb_why}" + (" (policy table)" if self.fb_table is not None else "")
+            if opts.overrides and not fell:
+                for pat, typ in opts.overrides:  # the last match wins
                     if re.search(pat, name):
                         new, why = typ, f"--tensor-type {pat}={typ.name.lower()}"
-        if opts.token_embedding_type is not None and name == "token_embd.weight":
-            new, why = opts.token_embedding_type, "--token-embedding-type"
-        if opts.output_tensor_type is not None and name == "output.weight":
-            new, why = opts.output_tensor_type, "--output-tensor-type"
+        if opts.get("token_embedding_type") is not None and name == "token_embd.weight":
+            new, why = opts.get("token_embedding_type"), "--token-embedding-type"
+        if opts.get("output_tensor_type") is not None and name == "output.weight":
+            new, why = opts.get("output_tensor_type"), "--output-tensor-type"
         if new == t.type:
-            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why + " (already this type)",
-                                             Status.SAME_TYPE,
-                                             tensor_bytes(t.type, shape), fell, chosen))
-            continue
-        new, why = _quantize_loop(result, policy if targeted else None, opts, name, shape, new, why)
+            self.out.same_type(t, why, fell, chosen)
+            return
+        new, why = self.quantize_loop(t, new, why)
         if shape[0] % block_size(new) != 0:
-            result.errors.append(f"{name}: row length {shape[0]} is not a multiple of {block_size(new)} "
-                                 f"required by {new.name} (overrides get no shape check)")
-        result.tensors.append(TensorPlan(name, shape, t.type, new, why,
-                                         Status.QUANTIZED, tensor_bytes(new, shape), fell, chosen))
-    return result
+            self.out.fail(f"{name}: row length {shape[0]} is not a multiple of {block_size(new)} "
+                          f"required by {new.name} (overrides get no shape check)")
+        self.out.quantized(t, new, why, fell, chosen)
 
-
-def _quantize_loop(result: Plan, policy: Policy | None, opts: Options, name, shape, new: T, why: str):
-    """What llama_model_quantize_impl does after type choice: imatrix lookup and the low-bit check."""
-    has_entry = False
-    if opts.imatrix:
-        n = opts.imatrix.get(name)
-        if n is not None:
-            ne2 = shape[2] if len(shape) > 2 else 1
-            if n == shape[0] * ne2:
-                has_entry = True
-            elif name != "token_embd.weight":
-                if policy is None or policy.imatrix_mismatch == "abort":
-                    result.errors.append(f"{name}: imatrix size {n} is different from tensor size {shape[0] * ne2}")
-    if not has_entry:
-        needs = new in _NEEDS_IMATRIX or (
-            new == T.IQ1_M and name not in ("token_embd.weight", "output.weight")) or (
-            new == T.Q2_K and opts.ftype.name == "Q2_K_S" and name != "token_embd.weight")
-        if needs:
-            if policy is not None and policy.missing_imatrix == "q8_0":
-                return T.Q8_0, f"{why}; no imatrix entry -> Q8_0 ({policy.source})"
-            result.errors.append(f"{name}: missing importance matrix for a very low-bit type ({new.name})")
-    return new, why
+    def quantize_loop(self, t: TensorInfo, new: T, why: str) -> tuple[T, str]:
+        """What llama_model_quantize_impl does after type choice: imatrix lookup and the low-bit check."""
+        opts, pol, name, shape = self.opts, self.pol, t.name, t.shape
+        has_entry = False
+        if opts.imatrix:
+            n = opts.imatrix.get(name)
+            if n is not None:
+                has_entry = n == entry_length(shape)
+                if not has_entry and name != "token_embd.weight" and (pol is None or pol.imatrix_mismatch == "abort"):
+                    self.out.fail(f"{name}: imatrix size {n} is different from tensor size {entry_length(shape)}")
+        if not has_entry:
+            needs = new in _NEEDS_IMATRIX or (
+                new == T.IQ1_M and name not in ("token_embd.weight", "output.weight")) or (
+                new == T.Q2_K and opts.ftype.name == "Q2_K_S" and name != "token_embd.weight")
+            if needs:
+                if pol is not None and pol.missing_imatrix == "q8_0":
+                    return T.Q8_0, f"{why}; no imatrix entry -> Q8_0 ({pol.source})"
+                self.out.fail(f"{name}: missing importance matrix for a very low-bit type ({new.name})")
+        return new, why
 
 
 class B6700(Family):
     name = "b6700"
     summary = "llama.cpp 4227c9be / b6700 (October 2025): one llama_tensor_get_type, last --tensor-type match wins"
-    tensor_type_match = "last"
-    options = frozenset({"tensor_type", "output_tensor_type", "token_embedding_type", "pure", "leave_output_tensor"})
+    options = OPTIONS
     export_formats = ("tensor-type", "tensor-type-file", "custom-q")
 
-    def plan(self, model, policy, opts):
-        return plan(model, policy, opts)
+    def walk(self, model, policy, opts):
+        return B6700Walk(model, policy, opts)
 
     def override_result(self, stock, override):
         # the list is read only for tensors that went through type choice and did not fall back;

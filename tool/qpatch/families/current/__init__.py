@@ -1,5 +1,1 @@
 """Pin family current: llama.cpp 0c1e57098 (b11312, llama-cpp-python 0.3.36), category-based type choice."""
-
-from qpatch.families.current.predict import FAMILY
-
-__all__ = ["FAMILY"]

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from qpatch.families.base import Family
+from qpatch.families.base import Family, Walk
+from qpatch.families.current.options import OPTIONS
 from qpatch.families.current.stock import (
     ABORTS_WITHOUT_WEIGHTS,
     OUTPUT,
@@ -23,15 +24,18 @@ from qpatch.families.current.stock import (
     StockModel,
     StockState,
     category,
-    fallback,
     requires_imatrix,
+    shape_fallback,
     stock_site,
 )
-from qpatch.gguf.catalogue import T, block_size, is_quantized, tensor_bytes
-from qpatch.gguf.model_facts import ModelFacts, kind_of
+from qpatch.gguf.catalogue import T, block_size, is_quantized
+from qpatch.gguf.header import TensorInfo
+from qpatch.gguf.imatrix import entry_length
+from qpatch.gguf.model_facts import ModelFacts, ggml_n_dims, kind_of
 from qpatch.policy.model import Policy
-from qpatch.predict.evaluate import Ctx, Options, Plan, Positions, Status, TensorPlan, ggml_n_dims, policy_choice
-from qpatch.predict.evaluate import why as explain
+from qpatch.predict.options import Options
+from qpatch.predict.rules import Ctx, Positions, policy_choice
+from qpatch.predict.rules import why as explain
 
 _NEVER = ("ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel", "per_layer_model_proj",
           "ssm_conv1d", "shortconv.conv.weight", "indexer.k_proj.weight", "indexer.q_proj.weight",
@@ -47,13 +51,13 @@ _NEVER_GLM5_NEXT = ("hc_", "indexer.attn_q_b", "indexer.attn_k", "indexer.proj",
                     "attn_v_b.weight")
 
 
-def allows_quantization(name: str, ndims: int, arch: str, opts: Options) -> bool:
+def is_quantizable(name: str, ndims: int, arch: str, opts: Options) -> bool:
     """tensor_allows_quantization; `ndims` as ggml_n_dims counts them."""
     if opts.ftype.copy or ndims < 2:
         return False
     if not name.endswith("weight") or "_norm.weight" in name:
         return False
-    if opts.leave_output_tensor and name == "output.weight":
+    if opts.get("leave_output_tensor") and name == "output.weight":
         return False
     if any(s in name for s in _NEVER):
         return False
@@ -98,133 +102,120 @@ def prune(model: ModelFacts, layers: tuple[int, ...]) -> tuple[ModelFacts, dict[
     return dataclasses.replace(model, tensors=tuple(kept)), origin
 
 
-def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
-    result = Plan(model=model, policy=policy, pin="", options=opts)
-    ft = opts.ftype
-    pruned, origin = prune(model, opts.prune_layers)
-    names = [t.name for t in pruned.tensors]
-    state = StockState.for_tensors(model, names, opts.has_imatrix)
-    stock = StockModel(model, ft.name, state, opts.output_tensor_type)
-    positions = Positions(pruned)
-    targeted = not policy.archs or model.arch in policy.archs
-    pol = policy if targeted else None
-    fb_table = dict(policy.fallback) if (pol is not None and policy.fallback is not None) else None
+class CurrentWalk(Walk):
+    """llama_model_quantize_impl over one job: the kept tensors (after --prune-layers) in processing order."""
 
-    def fail(msg: str, *, real_run_only: bool = False):
-        result.errors.append(msg)
-        if real_run_only:
-            result.real_run_only.append(msg)
+    def __init__(self, model: ModelFacts, policy: Policy, opts: Options):
+        pruned, self.origin = prune(model, opts.get("prune_layers", ()))
+        super().__init__(pruned.tensors)
+        self.model, self.policy, self.opts = model, policy, opts
+        names = [t.name for t in pruned.tensors]
+        state = StockState.for_tensors(model, names, opts.has_imatrix)
+        self.stock = StockModel(model, opts.ftype.name, state, opts.get("output_tensor_type"))
+        self.positions = Positions(pruned)
+        self.pol = policy if (not policy.archs or model.arch in policy.archs) else None  # targeted
+        self.fb_table = dict(policy.fallback) if (self.pol is not None and policy.fallback is not None) else None
 
-    for t in pruned.tensors:
-        name, shape = t.name, t.shape
-        if not allows_quantization(name, ggml_n_dims(shape), model.arch, opts):
-            why = "copy (COPY ftype)" if ft.copy else "not quantized (kept as is)"
-            status = Status.COPIED if ft.copy else Status.KEPT
-            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why, status, tensor_bytes(t.type, shape)))
-            continue
+    def decide(self, t: TensorInfo) -> None:
+        opts, ft, pol, name, shape = self.opts, self.opts.ftype, self.pol, t.name, t.shape
+        if not is_quantizable(name, ggml_n_dims(shape), self.model.arch, opts):
+            self.out.kept(t, ft.copy)
+            return
         cat = category(name)
         new, why, fell, chosen = ft.default, "ftype default", False, False
-        named = name == "per_layer_token_embd.weight" and any(re.search(p, name) for p, _ in opts.tensor_types)
-        if opts.token_embedding_type is not None and cat == TOKEN_EMBD and not named:
-            new, why = opts.token_embedding_type, "--token-embedding-type"
-        elif opts.output_tensor_type is not None and cat == OUTPUT:
-            new, why = opts.output_tensor_type, "--output-tensor-type"
+        named = name == "per_layer_token_embd.weight" and any(re.search(p, name) for p, _ in opts.overrides)
+        if opts.get("token_embedding_type") is not None and cat == TOKEN_EMBD and not named:
+            new, why = opts.get("token_embedding_type"), "--token-embedding-type"
+        elif opts.get("output_tensor_type") is not None and cat == OUTPUT:
+            new, why = opts.get("output_tensor_type"), "--output-tensor-type"
         elif is_quantized(ft.default):
             chosen = True
-            manual = next(((p, q) for p, q in opts.tensor_types if re.search(p, name)), None)  # the first match
+            manual = next(((p, q) for p, q in opts.overrides if re.search(p, name)), None)  # the first match
             try:
                 if manual is not None:
                     new, why = manual[1], f"--tensor-type {manual[0]}={manual[1].name.lower()}"
-                elif not opts.pure:
-                    new, why = stock.mix(name, shape, new, cat)
-                    x = Ctx(name, kind_of(name), shape, model, ft.name, opts.has_imatrix, new, ft.default, positions,
-                            stock_site(name))
-                    picked, r = policy_choice(policy, x)
+                elif not opts.get("pure"):
+                    new, why = self.stock.choose(name, shape, new)
+                    x = Ctx(name, kind_of(name), shape, self.model, ft.name, opts.has_imatrix, new, ft.default,
+                            self.positions, stock_site(name))
+                    picked, r = policy_choice(self.policy, x)
                     if r is not None:
                         new, why = picked, explain(r, x)
                 else:
                     why = "--pure"
-                new, fell, fb_why = fallback(new, shape[0], fb_table)
+                new, fell, fb_why = shape_fallback(new, shape[0], self.fb_table)
                 if fell:
-                    why = f"{why}; {fb_why}" + (" (policy table)" if fb_table is not None and fb_why else "")
+                    why = f"{why}; {fb_why}" + (" (policy table)" if self.fb_table is not None and fb_why else "")
             except (NoFallback, ValueError) as e:
-                fail(f"{name}: {e}")
-                result.tensors.append(TensorPlan(name, shape, t.type, new, why,
-                                                 Status.QUANTIZED, tensor_bytes(t.type, shape),
-                                                 fell, chosen))
-                continue
+                self.out.fail(f"{name}: {e}")
+                self.out.quantized(t, new, why, fell, chosen, failed=True)
+                return
         needs = requires_imatrix(name, new, ft.name)
         if needs and not opts.has_imatrix and pol is not None and pol.missing_imatrix == "q8_0":
             new, why = T.Q8_0, f"{why}; no imatrix -> Q8_0 ({pol.source})"
             needs = False
         if needs and not opts.has_imatrix:
-            fail(f"{name}: this quantization requires an imatrix ({new.name})", real_run_only=True)
+            self.out.fail(f"{name}: this quantization requires an imatrix ({new.name})", real_run_only=True)
         if new == t.type:
-            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why + " (already this type)",
-                                             Status.SAME_TYPE,
-                                             tensor_bytes(t.type, shape), fell, chosen))
-            continue
+            self.out.same_type(t, why, fell, chosen)
+            return
         if opts.has_imatrix:
-            new, why = _imatrix_lookup(result, fail, pol, opts, origin[name], t, new, why)
+            new, why = self.quantize_loop(self.origin[name], t, new, why)
         if new in ABORTS_WITHOUT_WEIGHTS and not requires_imatrix(name, new, ft.name) \
-                and not _has_entry(opts, origin[name], shape):
-            fail(f"{name}: ggml aborts quantizing {new.name} with no importance-matrix data for it "
-                 "(GGML_ASSERT quant_weights; llama.cpp does not require it for this tensor)", real_run_only=True)
+                and not _has_entry(opts, self.origin[name], shape):
+            self.out.fail(f"{name}: ggml aborts quantizing {new.name} with no importance-matrix data for it "
+                          "(GGML_ASSERT quant_weights; llama.cpp does not require it for this tensor)",
+                          real_run_only=True)
         if shape[0] % block_size(new) != 0:
-            fail(f"{name}: row length {shape[0]} is not a multiple of {block_size(new)} required by {new.name} "
-                 f"(--token-embedding-type/--output-tensor-type get no shape check)", real_run_only=True)
-        result.tensors.append(TensorPlan(name, shape, t.type, new, why,
-                                         Status.QUANTIZED, tensor_bytes(new, shape), fell, chosen))
-    return result
+            self.out.fail(f"{name}: row length {shape[0]} is not a multiple of {block_size(new)} required by "
+                          f"{new.name} (--token-embedding-type/--output-tensor-type get no shape check)",
+                          real_run_only=True)
+        self.out.quantized(t, new, why, fell, chosen)
+
+    def quantize_loop(self, imatrix_name: str, t: TensorInfo, new: T, why: str) -> tuple[T, str]:
+        """The main loop's imatrix lookup (real runs only): a missing or mismatched entry."""
+        opts, pol, name, shape = self.opts, self.pol, t.name, t.shape
+        assert opts.imatrix is not None
+        n = opts.imatrix.get(imatrix_name)
+        has_entry = False
+        if n is not None:
+            has_entry = n == entry_length(shape)
+            ignore = pol is not None and pol.imatrix_mismatch == "ignore"
+            if not has_entry and category(name) != TOKEN_EMBD and not ignore:
+                self.out.fail(f"{name}: imatrix size {n} is different from tensor size {entry_length(shape)}",
+                              real_run_only=True)
+        if not has_entry and requires_imatrix(name, new, opts.ftype.name):
+            if pol is not None and pol.missing_imatrix == "q8_0":
+                return T.Q8_0, f"{why}; no imatrix entry -> Q8_0 ({pol.source})"
+            self.out.fail(f"{name}: missing importance matrix for a very low-bit type ({new.name})",
+                          real_run_only=True)
+        return new, why
 
 
 def _has_entry(opts: Options, imatrix_name: str, shape) -> bool:
     n = opts.imatrix.get(imatrix_name) if opts.imatrix else None
-    return n is not None and n == shape[0] * (shape[2] if len(shape) > 2 else 1)
-
-
-def _imatrix_lookup(result, fail, pol, opts, imatrix_name, t, new: T, why: str):
-    """The main loop's imatrix lookup (real runs only): a missing or mismatched entry."""
-    name, shape = t.name, t.shape
-    n = opts.imatrix.get(imatrix_name)
-    has_entry = False
-    if n is not None:
-        ne2 = shape[2] if len(shape) > 2 else 1
-        if n == shape[0] * ne2:
-            has_entry = True
-        elif category(name) != TOKEN_EMBD and not (pol is not None and pol.imatrix_mismatch == "ignore"):
-            fail(f"{name}: imatrix size {n} is different from tensor size {shape[0] * ne2}", real_run_only=True)
-    if not has_entry and requires_imatrix(name, new, opts.ftype.name):
-        if pol is not None and pol.missing_imatrix == "q8_0":
-            return T.Q8_0, f"{why}; no imatrix entry -> Q8_0 ({pol.source})"
-        fail(f"{name}: missing importance matrix for a very low-bit type ({new.name})", real_run_only=True)
-    return new, why
+    return n is not None and n == entry_length(shape)
 
 
 class Current(Family):
     name = "current"
     summary = ("llama.cpp 0c1e57098 (b11312): category-based mix, first --tensor-type match replaces it, "
                "--dry-run")
-    tensor_type_match = "first"
-    options = frozenset({"tensor_type", "output_tensor_type", "token_embedding_type", "pure",
-                         "leave_output_tensor", "prune_layers"})
+    options = OPTIONS
     export_formats = ("tensor-type", "tensor-type-file")
 
-    def plan(self, model, policy, opts):
-        return plan(model, policy, opts)
+    def walk(self, model, policy, opts):
+        return CurrentWalk(model, policy, opts)
 
     def override_result(self, stock, override):
         # the first matching pattern replaces the mix; the shape fallback still follows
         if not stock.chosen:
             return None
-        new, _, _ = fallback(override, stock.shape[0])
+        new, _, _ = shape_fallback(override, stock.shape[0])
         return new
 
     def unreachable_reason(self, stock, wanted):
         return f"an override to {wanted.name} falls back on rows of {stock.shape[0]}"
-
-    def dry_run_ok(self, plan):
-        return all(e in plan.real_run_only for e in plan.errors)
 
 
 FAMILY = Current()

@@ -1,14 +1,14 @@
 """Stock type choice of the current family (0c1e57098 `src/llama-quant.cpp`).
 
-`llama_tensor_get_type` (the wrapper: overrides, --pure, the fallback) calls
-`llama_tensor_get_type_impl` (the mix) over a `tensor_category` per name. The mix's branches
-are b6700's, word for word where upstream did not touch them, so `StockModel` here is the b6700
-family's with what 0c1e57098 changed overridden: the classifier (categories, their order, the
-GLM5_NEXT and BAILINGMOE3 rules), the low-bit branch, layer checks, LLM_TYPE_70B, the token
-embedding table. Each decision carries a label that `qpatch plan` shows. Differences that matter:
-`attn_qkv` and `attn_kv_b` are attn_v-like (their own attn_qkv table is unreachable), the dense-layer
-count for `ffn_*` is the block count while `i_ffn_down` still counts tensors, GLM5_NEXT and
-BAILINGMOE3 rules, Q1_0/Q2_0, and a fallback that keeps a 32-block type (then F16) and throws for the rest.
+`llama_tensor_get_type` (the wrapper: overrides, --pure, the fallback) calls `llama_tensor_get_type_impl` (the
+mix) over a `tensor_category` per name. The mix's branches are b6700's, word for word where upstream did not
+touch them, so `StockModel` here is mainline's (families/mainline.py, as the b6700 family has it) with what
+0c1e57098 changed overridden: the classifier (categories, their order, the GLM5_NEXT and BAILINGMOE3 rules),
+the low-bit branch, layer checks, LLM_TYPE_70B, the token embedding table. Each decision carries a label that
+`qpatch plan` shows. Differences that matter: `attn_qkv` and `attn_kv_b` are attn_v-like (their own attn_qkv
+table is unreachable), the dense-layer count for `ffn_*` is the block count while `i_ffn_down` still counts
+tensors, GLM5_NEXT and BAILINGMOE3 rules, Q1_0/Q2_0, and a fallback that keeps a 32-block type (then F16) and
+throws for the rest.
 
 Proven against this family's `llama-quantize --dry-run` (tests/test_current_differential.py) and
 upstream's own snapshot suite (tests/test_snapshots.py).
@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qpatch.families.b6700 import stock as b6700
+from qpatch.families import mainline
 from qpatch.gguf.catalogue import T, block_size
 from qpatch.gguf.model_facts import ModelFacts
 
-_TOKEN_EMBD = {**b6700.TOKEN_EMBD, "Q2_0": T.Q4_K}
+_TOKEN_EMBD = {**mainline.TOKEN_EMBD, "Q2_0": T.Q4_K}
 
 # tensor_type_fallback's switch; types not listed: a 32-block type stays (then F16), others throw.
 FALLBACK: dict[T, T] = {
@@ -89,7 +89,7 @@ class NoFallback(ValueError):
     """tensor_type_fallback throws: the type does not fit the row and has no fallback."""
 
 
-def fallback(t: T, ne0: int, policy_table: dict[T, T] | None = None) -> tuple[T, bool, str]:
+def shape_fallback(t: T, ne0: int, policy_table: dict[T, T] | None = None) -> tuple[T, bool, str]:
     """tensor_type_fallback: (type, fell_back, label); the policy's entries are consulted first."""
     qk = block_size(t)
     if ne0 % qk == 0:
@@ -108,31 +108,19 @@ def fallback(t: T, ne0: int, policy_table: dict[T, T] | None = None) -> tuple[T,
 
 
 @dataclass
-class StockState:
-    """quantize_state_impl's counters (init_quantize_state_counters)."""
-
-    n_attention_wv: int
-    n_ffn: int  # n_ffn_down = n_ffn_gate = n_ffn_up = n_layer_all
-    has_tied_embeddings: bool
-    has_imatrix: bool
-    i_attention_wv: int = 0
-    i_ffn_down: int = 0
-    i_ffn_gate: int = 0
-    i_ffn_up: int = 0
-
-    @property
-    def n_layer(self) -> int:  # the name b6700's branches read the dense-layer count by
-        return self.n_ffn
+class StockState(mainline.StockState):
+    """quantize_state_impl's counters (init_quantize_state_counters): mainline's, with attn_qkv and attn_kv_b
+    counted as attn_v-like by category; `n_layer` is n_ffn_down = n_ffn_gate = n_ffn_up, the block count."""
 
     @classmethod
     def for_tensors(cls, model: ModelFacts, names: list[str], has_imatrix: bool) -> "StockState":
         cats = [category(n) for n in names]
-        return cls(n_attention_wv=sum(1 for c in cats if c in _ATTN_V_LIKE), n_ffn=model.n_layer,
-                   has_tied_embeddings=OUTPUT not in cats, has_imatrix=has_imatrix)
+        return cls(n_attention_wv=sum(1 for c in cats if c in _ATTN_V_LIKE), n_layer=model.n_layer,
+                   has_output=OUTPUT in cats, has_imatrix=has_imatrix)
 
 
-class StockModel(b6700.StockModel):
-    """llama_tensor_get_type_impl for one model and ftype; call `mix` in processing order."""
+class StockModel(mainline.StockModel):
+    """llama_tensor_get_type_impl for one model and ftype; call `choose` in processing order."""
 
     def __init__(self, model: ModelFacts, ftype: str, state: StockState, output_tensor_type: T | None):
         # --token-embedding-type returns in the wrapper, before the mix: never seen here
@@ -147,12 +135,12 @@ class StockModel(b6700.StockModel):
             raise ValueError(f"Bad layer {i} for tensor {name}. Must be in [0, {n})")
         return i, n
 
-    def mix(self, name: str, ne: tuple[int, ...], new: T, cat: str) -> tuple[T, str]:
-        f, m, s = self.ftype, self.model, self.state
+    def choose(self, name: str, ne: tuple[int, ...], new: T) -> tuple[T, str]:
+        f, m, s, cat = self.ftype, self.model, self.state, category(name)
         if m.arch == "glm5-next" and any(k in name for k in ("attn_q_a", "attn_q_b", "nextn.eh_proj")):
             if new not in (T.F32, T.BF16, T.F16):
                 return T.Q8_0, "stock:glm5-next/keep q8_0"
-        if cat == OUTPUT or (s.has_tied_embeddings and cat == TOKEN_EMBD):
+        if cat == OUTPUT or (not s.has_output and cat == TOKEN_EMBD):
             return self._output(ne, new)
         if f == "MXFP4_MOE":
             stacked = len(ne) > 2 and ne[2] > 1
@@ -161,7 +149,7 @@ class StockModel(b6700.StockModel):
         if cat == TOKEN_EMBD:
             t = _TOKEN_EMBD.get(f)
             return (t, f"stock:token_embd/{f}") if t else (new, "default")
-        if f in b6700.LOW_BIT:
+        if f in mainline.LOW_BIT:
             return self._low_bit_at("attn_v" if cat in _ATTN_V_LIKE else cat, new)  # attn_qkv/kv_b: attn_v's rule
         if cat in _ATTN_V_LIKE:
             return self._attn_v(new)

@@ -17,30 +17,27 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from qpatch.families.base import Family
+from qpatch.families.base import Family, Walk
+from qpatch.families.ik_llama.options import OPTIONS
 from qpatch.families.ik_llama.stock import (
     FALLBACK,
     INTERLEAVED,
     VERY_LOW_BPW,
     NoFallback,
-    State,
     StockModel,
+    StockState,
     shape_fallback,
     uninterleaved,
 )
-from qpatch.gguf.catalogue import T, block_size, is_quantized, row_bytes
-from qpatch.gguf.model_facts import ModelFacts, kind_of
+from qpatch.gguf.catalogue import T, block_size, is_quantized
+from qpatch.gguf.header import TensorInfo
+from qpatch.gguf.imatrix import entry_length
+from qpatch.gguf.model_facts import ModelFacts, ggml_n_dims, kind_of
 from qpatch.policy.model import Policy
-from qpatch.predict.evaluate import Ctx, Options, Plan, Positions, Status, TensorPlan, ggml_n_dims, policy_choice
-from qpatch.predict.evaluate import why as explain
+from qpatch.predict.options import Options
+from qpatch.predict.rules import Ctx, Positions, policy_choice
+from qpatch.predict.rules import why as explain
 
-# the per-kind options of ik's llama-quantize: Options.kind_types key -> its flag
-KIND_OPTIONS = {
-    "attn_q_type": "--attn-q-type", "attn_k_type": "--attn-k-type", "attn_v_type": "--attn-v-type",
-    "attn_qkv_type": "--attn-qkv-type", "attn_output_type": "--attn-output-type",
-    "ffn_gate_type": "--ffn-gate-type", "ffn_down_type": "--ffn-down-type", "ffn_up_type": "--ffn-up-type",
-    "ffn_gate_inp_type": "--ffn-gate-inp-type",
-}
 # After type choice the main loop re-applies these options, comparing the *whole* name (strcmp): only a
 # tensor literally named "attn_q.weight" etc. is reached, so for real models only the first two matter.
 _EXACT_NAMES = {"token_embedding_type": "token_embd.weight", "output_tensor_type": "output.weight",
@@ -70,7 +67,7 @@ def is_quantizable(name: str, ndims: int, src: T, opts: Options, gate_inp: T | N
     """The `quantize &= ...` chain of llama_model_quantize_internal."""
     if not name.endswith("weight") or ndims < 2 or "_norm.weight" in name:
         return False
-    if opts.leave_output_tensor and name == "output.weight":
+    if opts.get("leave_output_tensor") and name == "output.weight":
         return False
     if opts.ftype.copy:
         return False
@@ -128,55 +125,57 @@ def loaded(model: ModelFacts) -> tuple[ModelFacts, str | None]:
     return dataclasses.replace(model, n_head_kv=gqa, n_head_kv_layers=(gqa,) * len(model.n_head_kv_layers)), None
 
 
-def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
-    result = Plan(model=model, policy=policy, pin="", options=opts)
-    ft = opts.ftype
-    if ft.name in NEEDS_IMATRIX and not opts.has_imatrix and not opts.ignore_imatrix_rules:
-        result.errors.append(f"llama-quantize refuses {ft.name} without an importance matrix (pass --imatrix FILE)")
-    model, refused = loaded(model)
-    if refused:
-        result.errors.append(refused)
-    ordered = file_ordered(model)
-    names = [t.name for t in ordered.tensors]
-    kind_types = dict(opts.kind_types)
-    if opts.output_tensor_type is not None:
-        kind_types["output_tensor_type"] = opts.output_tensor_type
-    if opts.token_embedding_type is not None:
-        kind_types["token_embedding_type"] = opts.token_embedding_type
-    st = State(n_attention_wv=sum(1 for n in names if "attn_v.weight" in n or "attn_qkv.weight" in n),
-               has_output="output.weight" in names, has_imatrix=opts.has_imatrix, n_layer=model.n_layer)
-    stock = StockModel(model, ft.name, st, kind_types)
-    positions = Positions(ordered)
-    targeted = not policy.archs or model.arch in policy.archs
-    pol = policy if targeted else None
-    fb_table = {**FALLBACK, **dict(policy.fallback)} if (pol is not None and policy.fallback is not None) else None
-    gate_inp = kind_types.get("ffn_gate_inp_type")
+class IkWalk(Walk):
+    """llama_model_quantize_internal over one job, in GGUF file order."""
 
-    if st.n_attention_wv not in (0, model.n_layer, 3 * model.n_layer) and model.arch != "deci":
-        result.errors.append(f"GGML_ASSERT n_attention_wv is unexpected: {st.n_attention_wv} attn_v/attn_qkv "
-                             f"tensors for {model.n_layer} layers")
+    def __init__(self, model: ModelFacts, policy: Policy, opts: Options):
+        loaded_model, refused = loaded(model)
+        ordered = file_ordered(loaded_model)
+        super().__init__(ordered.tensors)
+        self.ordered, self.policy, self.opts = ordered, policy, opts
+        ft = opts.ftype
+        if ft.name in NEEDS_IMATRIX and not opts.has_imatrix and not opts.get("ignore_imatrix_rules"):
+            self.out.fail(f"llama-quantize refuses {ft.name} without an importance matrix (pass --imatrix FILE)")
+        if refused:
+            self.out.fail(refused)
+        names = [t.name for t in ordered.tensors]
+        kind_types = dict(opts.get("kind_types", ()))
+        for option in ("output_tensor_type", "token_embedding_type"):
+            if opts.get(option) is not None:
+                kind_types[option] = opts.get(option)
+        self.kind_types = kind_types
+        st = StockState(n_attention_wv=sum(1 for n in names if "attn_v.weight" in n or "attn_qkv.weight" in n),
+                        has_output="output.weight" in names, has_imatrix=opts.has_imatrix,
+                        n_layer=loaded_model.n_layer)
+        self.stock = StockModel(loaded_model, ft.name, st, kind_types)
+        self.positions = Positions(ordered)
+        self.pol = policy if (not policy.archs or model.arch in policy.archs) else None  # targeted
+        self.fb_table = ({**FALLBACK, **dict(policy.fallback)} if (self.pol is not None and policy.fallback is not None)
+                         else None)
+        self.gate_inp = kind_types.get("ffn_gate_inp_type")
+        if st.n_attention_wv not in (0, model.n_layer, 3 * model.n_layer) and model.arch != "deci":
+            self.out.fail(f"GGML_ASSERT n_attention_wv is unexpected: {st.n_attention_wv} attn_v/attn_qkv "
+                          f"tensors for {model.n_layer} layers")
 
-    for t in ordered.tensors:
-        name, shape = t.name, t.shape
-        if not is_quantizable(name, ggml_n_dims(shape), t.type, opts, gate_inp):
-            why = "copy (COPY ftype)" if ft.copy else "not quantized (kept as is)"
-            status = Status.COPIED if ft.copy else Status.KEPT
-            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why, status, _nbytes(t.type, shape)))
-            continue
+    def decide(self, t: TensorInfo) -> None:
+        opts, ft, name, shape, fb_table = self.opts, self.opts.ftype, t.name, t.shape, self.fb_table
+        if not is_quantizable(name, ggml_n_dims(shape), t.type, opts, self.gate_inp):
+            self.out.kept(t, ft.copy)
+            return
         new, why, fell, chosen = ft.default, "ftype default", False, False
         try:
-            if opts.pure:
+            if opts.get("pure"):
                 why = "--pure"
                 new, fell = shape_fallback(new, shape[0], fb_table)
             elif is_quantized(ft.default):
                 chosen = True
-                new, why = stock.choose(name, shape, new)
-                x = Ctx(name, kind_of(name), shape, ordered, ft.name, opts.has_imatrix, new, ft.default, positions,
-                        stock_site(name))
-                picked, r = policy_choice(policy, x)
+                new, why = self.stock.choose(name, shape, new)
+                x = Ctx(name, kind_of(name), shape, self.ordered, ft.name, opts.has_imatrix, new, ft.default,
+                        self.positions, stock_site(name))
+                picked, r = policy_choice(self.policy, x)
                 if r is not None:
                     new, why = picked, explain(r, x)
-                custom = next(((p, q) for p, q in opts.tensor_types if re.search(p, name)), None)
+                custom = next(((p, q) for p, q in opts.overrides if re.search(p, name)), None)
                 if custom is not None:
                     new, why = custom[1], f"--custom-q {custom[0]}={custom[1].name.lower()}"
                 new, fell = shape_fallback(new, shape[0], fb_table)
@@ -185,61 +184,47 @@ def plan(model: ModelFacts, policy: Policy, opts: Options) -> Plan:
             if fell:
                 why += "; shape fallback" + (" (policy table)" if fb_table is not None else "")
         except (NoFallback, ValueError) as e:
-            result.errors.append(f"{name}: {e}")
-            result.tensors.append(TensorPlan(name, shape, t.type, new, why,
-                                             Status.QUANTIZED, _nbytes(t.type, shape), fell, chosen))
-            continue
+            self.out.fail(f"{name}: {e}")
+            self.out.quantized(t, new, why, fell, chosen, failed=True)
+            return
         for opt, exact in _EXACT_NAMES.items():
-            if opt in kind_types and name == exact:
-                new, why = kind_types[opt], f"--{opt.replace('_', '-')}"
-        if gate_inp is not None and "ffn_gate_inp.weight" in name:
-            new, why = gate_inp, "--ffn-gate-inp-type"
+            if opt in self.kind_types and name == exact:
+                new, why = self.kind_types[opt], f"--{opt.replace('_', '-')}"
+        if self.gate_inp is not None and "ffn_gate_inp.weight" in name:
+            new, why = self.gate_inp, "--ffn-gate-inp-type"
         if name == "token_embd.weight":
             new = uninterleaved(new)
         if new == t.type:
-            result.tensors.append(TensorPlan(name, shape, t.type, t.type, why + " (already this type)",
-                                             Status.SAME_TYPE,
-                                             _nbytes(t.type, shape), fell, chosen))
-            continue
-        new, why = _quantize_loop(result, pol, opts, t, new, why)
+            self.out.same_type(t, why, fell, chosen)
+            return
+        new, why = self.quantize_loop(t, new, why)
         base, rows = INTERLEAVED.get(new, (new, 1))
         ne1 = shape[1] if len(shape) > 1 else 1
         if ne1 % rows != 0:
             new, why = base, f"{why}; {ne1} rows are not a multiple of {rows}: {base.name}"
         if shape[0] % block_size(new) != 0:  # ik writes it anyway: no run fails, but no ggml can read the rows
-            result.warnings.append(f"{name}: row length {shape[0]} is not a multiple of {block_size(new)} required by "
-                                   f"{new.name}: ik_llama.cpp writes it anyway (this type has no shape fallback), and "
-                                   f"the file will not load")
-        result.tensors.append(TensorPlan(name, shape, t.type, new, why,
-                                         Status.QUANTIZED, _nbytes(new, shape), fell, chosen))
-    return result
+            self.out.warnings.append(f"{name}: row length {shape[0]} is not a multiple of {block_size(new)} "
+                                     f"required by {new.name}: ik_llama.cpp writes it anyway (this type has no "
+                                     f"shape fallback), and the file will not load")
+        self.out.quantized(t, new, why, fell, chosen)
 
-
-def _nbytes(t: T, shape: tuple[int, ...]) -> int:
-    rows = 1
-    for d in shape[1:]:
-        rows *= d
-    return rows * row_bytes(t, shape[0])
-
-
-def _quantize_loop(result: Plan, pol: Policy | None, opts: Options, t, new: T, why: str) -> tuple[T, str]:
-    """The main loop after type choice: imatrix lookup, the mismatch abort, the very-low-bit abort."""
-    name, shape = t.name, t.shape
-    has_entry = False
-    if opts.imatrix:
-        n = imatrix_entry(opts.imatrix, name)
-        if n is not None:
-            ne2 = shape[2] if len(shape) > 2 else 1
-            if n == shape[0] * ne2:
-                has_entry = True
-            elif name != "token_embd.weight" and not (pol is not None and pol.imatrix_mismatch == "ignore"):
-                result.errors.append(f"{name}: imatrix size {n} is different from tensor size {shape[0] * ne2}")
-    if not has_entry:
-        if pol is not None and pol.missing_imatrix == "q8_0" and needs_imatrix(name, new, opts):
-            return T.Q8_0, f"{why}; no imatrix entry -> Q8_0 ({pol.source})"
-        if not opts.ignore_imatrix_rules and needs_imatrix(name, new, opts):
-            result.errors.append(f"{name}: missing importance matrix for a very low-bit type ({new.name})")
-    return new, why
+    def quantize_loop(self, t: TensorInfo, new: T, why: str) -> tuple[T, str]:
+        """The main loop after type choice: imatrix lookup, the mismatch abort, the very-low-bit abort."""
+        opts, pol, name, shape = self.opts, self.pol, t.name, t.shape
+        has_entry = False
+        if opts.imatrix:
+            n = imatrix_entry(opts.imatrix, name)
+            if n is not None:
+                has_entry = n == entry_length(shape)
+                ignore = pol is not None and pol.imatrix_mismatch == "ignore"
+                if not has_entry and name != "token_embd.weight" and not ignore:
+                    self.out.fail(f"{name}: imatrix size {n} is different from tensor size {entry_length(shape)}")
+        if not has_entry:
+            if pol is not None and pol.missing_imatrix == "q8_0" and needs_imatrix(name, new, opts):
+                return T.Q8_0, f"{why}; no imatrix entry -> Q8_0 ({pol.source})"
+            if not opts.get("ignore_imatrix_rules") and needs_imatrix(name, new, opts):
+                self.out.fail(f"{name}: missing importance matrix for a very low-bit type ({new.name})")
+        return new, why
 
 
 def needs_imatrix(name: str, new: T, opts: Options) -> bool:
@@ -247,56 +232,21 @@ def needs_imatrix(name: str, new: T, opts: Options) -> bool:
     return low and name not in ("token_embd.weight", "output.weight")
 
 
-def parse_custom_q(spec: str, catalogue) -> list[tuple[str, T]]:
-    """`--custom-q REGEX=TYPE,...` as ik's parse_custom_quants reads it: split on ',', the pattern kept
-    as written (case-sensitive), the type matched exactly against ggml_type_name."""
-    from qpatch.errors import UsageError
-
-    out = []
-    names = {catalogue.ggml_name(t): t for t in catalogue.types}
-    for item in spec.split(","):
-        if "=" not in item:
-            raise UsageError(f"Invalid custom quantization input {spec}")
-        pat, _, typ = item.partition("=")
-        if typ not in names:
-            raise UsageError(f"Invalid quantization type '{typ}' in custom quantization input {item}",
-                             hint=f"ik_llama.cpp matches ggml type names exactly: {', '.join(sorted(names))}")
-        try:
-            re.compile(pat)
-        except re.error as e:
-            raise UsageError(f"--custom-q '{item}': bad regex: {e}") from None
-        out.append((pat, names[typ]))
-    return out
-
-
 class IkLlama(Family):
     name = "ik_llama"
     project = "ik_llama.cpp"
     summary = ("ik_llama.cpp 55d3c05b (ik-llama-cpp-python 0.1.5): IQK/trellis/_R4 types, GGUF file order, "
                "first --custom-q match after stock's choice")
-    tensor_type_match = "first"
-    options = frozenset({"custom_q", "output_tensor_type", "token_embedding_type", "pure", "leave_output_tensor",
-                         "kind_types", "ignore_imatrix_rules"})
-    kind_options = tuple(KIND_OPTIONS)
+    options = OPTIONS
     export_formats = ("custom-q",)
     imatrix_formats = ("legacy",)  # its llama-quantize reads no GGUF imatrix
-    tensor_type_flag = "--custom-q"
-    overrides_in_one_argument = True  # "REGEX=TYPE,REGEX=TYPE"
-    exact_type_names = True
     # llama-quantize and llama-perplexity live under examples/. The IQK flash-attention CPU kernels are 6 files
     # of ~85 s of compile each on one core that neither quantizing nor perplexity without -fa runs: off
     # (patch 0002 makes that link); `qpatch build -D GGML_IQK_FLASH_ATTENTION=ON` brings them back.
     cmake_defines = (("LLAMA_BUILD_EXAMPLES", "ON"), ("GGML_IQK_FLASH_ATTENTION", "OFF"))
 
-    def plan(self, model, policy, opts):
-        return plan(model, policy, opts)
-
-    def parse_tensor_types(self, specs, catalogue, flag=None):  # messages as the binary words them
-        return tuple(o for spec in specs for o in parse_custom_q(spec, catalogue))
-
-    def tensor_type_args(self, specs):
-        # one --custom-q holds them all: a second --custom-q would append to the first (parse_custom_quants)
-        return [self.tensor_type_flag, ",".join(specs)] if specs else []
+    def walk(self, model, policy, opts):
+        return IkWalk(model, policy, opts)
 
     def override_result(self, stock, override):
         # --custom-q replaces the choice of every tensor that reaches llama_tensor_get_type; the shape
@@ -312,10 +262,6 @@ class IkLlama(Family):
 
     def unreachable_reason(self, stock, wanted):
         return f"an override to {wanted.name} falls back on rows of {stock.shape[0]}"
-
-    def dry_run_ok(self, plan):
-        # ik's --dry-run runs the imatrix checks too; only quantizing a row that does not fit is left out
-        return all(e in plan.real_run_only for e in plan.errors)
 
 
 FAMILY = IkLlama()

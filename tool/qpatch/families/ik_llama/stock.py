@@ -105,7 +105,7 @@ def n_vocab(m: ModelFacts) -> int:
 
 
 @dataclass
-class State:
+class StockState:
     """quantize_state_internal: counts made in the pre-pass, counters advanced by type choice."""
 
     n_attention_wv: int = 0
@@ -127,11 +127,6 @@ def _cmod(a: int, b: int) -> int:
     return -r if a < 0 else r
 
 
-def _div(a: int, b: int) -> int:
-    q = abs(a) // b
-    return -q if a < 0 else q
-
-
 _IQ1_R4_TYPES = {"v4": T.IQ4_K_R4, "v2": T.IQ3_K_R4, "v1": T.Q2_K_R4, "attn_k": T.Q4_K_R4, "blk0": T.IQ3_K_R4,
                  "qkv": T.IQ2_K_R4, "shexp": T.IQ4_K_R4, "down": T.Q2_K_R4, "out4": T.Q5_K_R4, "out": T.IQ2_K_R4}
 _IQ2_KT_TYPES = {"v4": T.IQ4_K, "v2": T.IQ3_K, "v1": T.Q2_K, "attn_k": T.Q4_K, "blk0": T.IQ3_K,
@@ -141,7 +136,7 @@ _IQ2_KT_TYPES = {"v4": T.IQ4_K, "v2": T.IQ3_K, "v1": T.Q2_K, "attn_k": T.Q4_K, "
 class StockModel:
     """llama_tensor_get_type, before the policy hook, --custom-q and the shape fallback."""
 
-    def __init__(self, m: ModelFacts, ftype: str, st: State, kind_types: dict[str, T]):
+    def __init__(self, m: ModelFacts, ftype: str, st: StockState, kind_types: dict[str, T]):
         self.model, self.ftype, self.state, self.kind_types = m, ftype, st, kind_types
         self.n_expert = m.n_expert  # hparams.n_expert (layer_info uses max(1, n_expert))
         self.gqa = m.n_gqa

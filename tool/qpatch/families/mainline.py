@@ -1,4 +1,6 @@
-"""Stock type choice of the 4227c9be / b6700 family (src/llama-quant.cpp, `llama_tensor_get_type`).
+"""Stock type choice of mainline llama.cpp as 4227c9be / b6700 has it (src/llama-quant.cpp,
+`llama_tensor_get_type`): what the mainline families share. The b6700 family uses it as it is; a later
+mainline family subclasses `StockModel` where upstream changed a branch (families/current/stock.py).
 
 Re-expressed as: a classifier that picks the branch a tensor falls into (the branch order and
 the substring tests are llama.cpp's), then one function per branch, with the ftype tables
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 from qpatch.gguf.catalogue import T, block_size
 from qpatch.gguf.model_facts import ModelFacts, block_of
-from qpatch.predict.evaluate import use_more_bits
+from qpatch.predict.rules import use_more_bits
 
 # The six very-low-bit ftypes that share one branch in stock.
 LOW_BIT = frozenset({"IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"})
@@ -90,7 +92,7 @@ class StockState:
     i_ffn_up: int = 0
 
     @classmethod
-    def for_model(cls, model: ModelFacts, names: list[str], has_imatrix: bool) -> "StockState":
+    def for_tensors(cls, model: ModelFacts, names: list[str], has_imatrix: bool) -> "StockState":
         n_wv = sum(1 for n in names if "attn_v.weight" in n or "attn_qkv.weight" in n or "attn_kv_b.weight" in n)
         return cls(n_attention_wv=n_wv, n_layer=model.n_layer, has_output="output.weight" in names,
                    has_imatrix=has_imatrix)
@@ -315,7 +317,7 @@ class StockModel:
         return t, why
 
 
-def fallback(t: T, ne0: int, table: dict[T, T] | None = None) -> tuple[T, bool, str]:
+def shape_fallback(t: T, ne0: int, table: dict[T, T] | None = None) -> tuple[T, bool, str]:
     """The shape fallback: (type, fell_back, label). Raises when stock has no fallback."""
     if ne0 % block_size(t) == 0:
         return t, False, ""
