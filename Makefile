@@ -14,7 +14,7 @@ help:
 	@echo "make setup       create .venv with qpatch and test dependencies"
 	@echo "make test        run the whole test suite (builds llama-quantize once, cached in ~/.cache/qpatch)"
 	@echo "make test-fast   tests that need no compiled binary"
-	@echo "make lint        ruff (pycodestyle + pyflakes, 120 columns) over the code, tests and scripts"
+	@echo "make lint        ruff (pycodestyle + pyflakes, 120 columns) over the code, tests and scripts; mypy on tool/qpatch"
 	@echo "make bench       benchmarks (bench/), printed as one table"
 	@echo "make build-cpu   build TARGETS (default llama-quantize) of the checkout DIR into DIR/build-cpu/bin"
 	@echo "make build-cuda  the same with CUDA into DIR/build-cuda/bin (CUDA_ARCHS='80;90', default: the GPU present)"
@@ -38,6 +38,7 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check tool tests scripts bench train setup.py
+	$(BIN)/mypy
 
 build-cpu: setup
 	$(BIN)/qpatch build --cpu --dir "$(DIR)" --jobs $(JOBS) $(addprefix --target ,$(TARGETS))

@@ -32,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import stock_binary  # noqa: E402
-from policy_build import PatchedBuild  # noqa: E402
+from helpers import stock_binary  # noqa: E402
+from helpers.policy_build import PatchedBuild  # noqa: E402
 
 from qpatch.gguf.synth import deepseek_v3, write_imatrix, write_model  # noqa: E402
 from qpatch.job import Job  # noqa: E402

@@ -68,14 +68,14 @@ WRITE_REAL = """
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
-import real_layouts
+from helpers import real_layouts
 print(real_layouts.write("DeepSeek-V3.1-Terminus.json", Path(sys.argv[1]) / "DeepSeek-V3.1-Terminus.gguf"))
 """
 
 BUILD_STOCK = """
 import sys
 sys.path.insert(0, sys.argv[1])
-import stock_binary
+from helpers import stock_binary
 print(stock_binary.stock_quantize(stock_binary.CURRENT_PIN))
 """
 

@@ -2,7 +2,7 @@
 
 Applying it still installs the hook, so a build with `stock` applied must choose exactly
 what the unpatched binary chooses (tests/test_policy_differential.py, test_current_policies.py and
-test_ik_family.py prove it on the zoo, one pin family each).
+test_ik_llama_family.py prove it on the zoo, one pin family each).
 """
 
 from qpatch.policy.model import Policy

@@ -5,10 +5,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
-import stock_binary
-import zoo
-from checkout_fixtures import base_checkout, checkout, upstream  # noqa: F401  (test_checkout*, test_series*)
-from policy_build import PatchedBuild
+from helpers import stock_binary, zoo
+from helpers.checkout_fixtures import base_checkout, checkout, upstream  # noqa: F401  (test_checkout*, test_series*)
+from helpers.policy_build import PatchedBuild
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +25,7 @@ def stock_quantize():
 @pytest.fixture(scope="session")
 def real_layout_files(tmp_path_factory):
     """The seven real layouts of ../shared/reference/real-layouts/ as real-size sparse GGUFs."""
-    import real_layouts
+    from helpers import real_layouts
 
     d = tmp_path_factory.mktemp("real-layouts")
     return {f: real_layouts.write(f, d / f.replace(".json", ".gguf")) for f in real_layouts.LAYOUTS}
@@ -48,7 +47,7 @@ def current_patched_build():
 
 @pytest.fixture(scope="session")
 def patched_build():
-    """One checkout of the pin with qpatch's hook, switched between policies (tests/policy_build.py)."""
+    """One checkout of the pin with qpatch's hook, switched between policies (tests/helpers/policy_build.py)."""
     pb = PatchedBuild()
     pb.ensure()
     return pb

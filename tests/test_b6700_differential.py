@@ -9,11 +9,10 @@ must fail, and the other way round.
 
 from __future__ import annotations
 
-import differential
 import pytest
-import zoo
-from differential import check
-from stock_binary import PIN
+from helpers import differential, zoo
+from helpers.differential import check
+from helpers.stock_binary import PIN
 
 from qpatch.families.pins import family_of
 from qpatch.gguf.synth import Spec, write_model

@@ -7,8 +7,8 @@ import sys
 from contextlib import contextmanager
 
 import pytest
-import stock_binary
 from click.testing import CliRunner
+from helpers import stock_binary
 
 from qpatch.build import cmake
 from qpatch.cli import cli
@@ -182,7 +182,7 @@ def test_bad_defines_are_refused(fake_tree, spec, message):
 
 
 def test_cli_progress_in_a_log_prints_a_line_per_tenth(capsys):
-    from qpatch.cli.checkout import ClickProgress
+    from qpatch.cli.progress import ClickProgress
 
     with ClickProgress().bar("quantizing m.gguf", 20) as update:
         for done in range(1, 21):

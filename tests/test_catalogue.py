@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from stock_binary import fetched_tree
+from helpers.stock_binary import fetched_tree
 
 from qpatch.families import extract, names
 from qpatch.families.pins import available_pins, load_pin
-from qpatch.gguf.catalogue import FAMILIES_DIR, load_catalogue
+from qpatch.gguf import FAMILIES_DIR
+from qpatch.gguf.catalogue import load_catalogue
 
 
 def _pin_of(family: str) -> str:

@@ -2,7 +2,7 @@
 
 import git
 import pytest
-from checkout_fixtures import QUANT, snapshot
+from helpers.checkout_fixtures import QUANT, snapshot
 
 from qpatch.checkout.repo import Checkout
 from qpatch.codegen.render import GENERATED_PATH as GEN

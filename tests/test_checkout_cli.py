@@ -4,8 +4,8 @@ from pathlib import Path
 
 import git
 import pytest
-from checkout_fixtures import QUANT
 from click.testing import CliRunner
+from helpers.checkout_fixtures import QUANT
 
 from qpatch.cli import cli
 from qpatch.codegen.render import GENERATED_PATH as GEN

@@ -5,7 +5,7 @@ import time
 
 import git
 import pytest
-from checkout_fixtures import QUANT
+from helpers.checkout_fixtures import QUANT
 
 from qpatch.checkout import sources
 from qpatch.checkout.repo import Checkout

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import zoo
 from click.testing import CliRunner
+from helpers import zoo
 
 from qpatch.cli import cli
 from qpatch.errors import ModelError, PolicyError, UsageError

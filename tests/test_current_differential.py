@@ -9,11 +9,9 @@ run and real run agree on the types.
 
 from __future__ import annotations
 
-import differential
-import dry_run
 import pytest
-import zoo
-from stock_binary import CURRENT_PIN as PIN
+from helpers import differential, dry_run, zoo
+from helpers.stock_binary import CURRENT_PIN as PIN
 
 from qpatch.families.pins import family_of
 from qpatch.gguf.synth import Spec, write_model

@@ -5,9 +5,9 @@ its counters, and export adds overrides until no stock choice moves)."""
 
 from __future__ import annotations
 
-import dry_run
 import pytest
-from stock_binary import CURRENT_PIN as PIN
+from helpers import dry_run
+from helpers.stock_binary import CURRENT_PIN as PIN
 
 from qpatch import job
 from qpatch.recipes import export as ex_mod

@@ -7,11 +7,9 @@ real runs. One patched build, switched policy by policy (one translation unit re
 
 from __future__ import annotations
 
-import differential
-import dry_run
 import pytest
-import zoo
-from stock_binary import CURRENT_PIN as PIN
+from helpers import differential, dry_run, zoo
+from helpers.stock_binary import CURRENT_PIN as PIN
 
 from qpatch.families.pins import family_of
 
@@ -62,7 +60,7 @@ def test_compiled_deepseek_v3_reproduces_cc_moe(current_patched_build):
     """The CC-MoE golden data (made on 4227c9be) from the compiled policy on 0c1e57098: the mix is kept."""
     import json
 
-    from paths import GOLDEN
+    from helpers.paths import GOLDEN
 
     binary = current_patched_build.switch("deepseek-v3")
     golden = json.loads((GOLDEN / "cc-moe.json").read_text())

@@ -6,8 +6,8 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from paths import ROOT
-from zoo import BY_NAME, write_zoo
+from helpers.paths import ROOT
+from helpers.zoo import BY_NAME, write_zoo
 
 from qpatch.cli import cli
 

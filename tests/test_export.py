@@ -12,6 +12,7 @@ import re
 
 import pytest
 from click.testing import CliRunner
+from helpers.zoo import BY_NAME, EXPORT_ZOO, write_zoo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,14 +21,14 @@ from qpatch.errors import QuantizeError
 from qpatch.families.b6700.predict import is_quantizable
 from qpatch.families.pins import family_of
 from qpatch.gguf.catalogue import T
-from qpatch.predict.options import Options, parse_tensor_type
 from qpatch.gguf.imatrix import read_imatrix
 from qpatch.gguf.model_facts import read_model
 from qpatch.gguf.synth import write_imatrix
 from qpatch.policy import loader
 from qpatch.predict.engine import plan as plan_on
+from qpatch.predict.options import Options, parse_tensor_type
 from qpatch.recipes import export as ex_mod
-from zoo import BY_NAME, EXPORT_ZOO, write_zoo
+from qpatch.recipes import patterns
 
 PIN = "4227c9be"  # these proofs run through the b6700 family's Python model (see test_export_binary.py)
 CAT = family_of(PIN).catalogue
@@ -69,7 +70,7 @@ def assert_equivalent(pp) -> ex_mod.Export:
     ex = ex_mod.export(pp)
     tensor_types = read_back(ex_mod.format_recipe(ex, "tensor-type-file"))
     assert tensor_types == ex.tensor_types
-    stock = plan(pp.model, ex_mod.STOCK, dataclasses.replace(pp.options, overrides=tensor_types))
+    stock = plan(pp.model, loader.stock(), dataclasses.replace(pp.options, overrides=tensor_types))
     lost = {i.name for i in ex.inexpressible}
     wrong = [(p.name, p.type.name, s.type.name) for p, s in zip(pp.tensors, stock.tensors)
              if p.type != s.type and p.name not in lost]
@@ -79,7 +80,7 @@ def assert_equivalent(pp) -> ex_mod.Export:
 
     # exactly the tensors that cannot be had: stock fell back where the policy wants another type,
     # or stock aborts where the patched binary does not
-    base = plan(pp.model, ex_mod.STOCK, pp.options)
+    base = plan(pp.model, loader.stock(), pp.options)
     fell = {p.name for p, s in zip(pp.tensors, base.tensors) if s.fell_back and p.type != s.type}
     assert lost == fell | aborts
 
@@ -90,7 +91,7 @@ def assert_equivalent(pp) -> ex_mod.Export:
         assert pat.startswith("^") and pat.endswith("$") and pat == pat.lower() and "," not in pat
         hit = {n: t for n, t in reach.items() if re.search(pat, n)}
         assert hit and all(t == typ for t in hit.values()), (pat, typ, hit)
-    flipped = plan(pp.model, ex_mod.STOCK, dataclasses.replace(pp.options, overrides=tensor_types[::-1]))
+    flipped = plan(pp.model, loader.stock(), dataclasses.replace(pp.options, overrides=tensor_types[::-1]))
     assert flipped.types() == stock.types()
     return ex
 
@@ -213,7 +214,7 @@ def test_policy_job_that_fails_is_refused(zoo, policies):
 @given(st.integers(0, 130), st.one_of(st.none(), st.integers(0, 130)))
 def test_range_regex(lo, span):
     hi = None if span is None else lo + span
-    rx = re.compile("^(" + "|".join(ex_mod._range(lo, hi)) + ")$")
+    rx = re.compile("^(" + "|".join(patterns.range_pattern(lo, hi)) + ")$")
     for x in range(0, 400):
         assert bool(rx.match(str(x))) == (lo <= x and (hi is None or x <= hi)), (lo, hi, x)
 
@@ -222,7 +223,7 @@ def test_range_regex(lo, span):
 @given(st.sets(st.integers(0, 120), min_size=1, max_size=20), st.sets(st.integers(0, 120), max_size=40))
 def test_block_regex_covers_need_avoids_bad(need, bad):
     bad -= need
-    b = ex_mod._blocks(need, bad)
+    b = patterns.blocks_pattern(need, bad)
     rx = re.compile(rf"^blk\.{b}\.k$")
     assert all(rx.match(f"blk.{x}.k") for x in need), b
     assert not any(rx.match(f"blk.{x}.k") for x in bad), b
@@ -231,10 +232,10 @@ def test_block_regex_covers_need_avoids_bad(need, bad):
 
 def test_literals_survive_lowercasing():
     for word in ("blk.0.Attn_K.weight", "output.weight", "a+b(c)"):
-        pat = ("^" + ex_mod._lit(word) + "$").lower()
+        pat = ("^" + patterns._lit(word) + "$").lower()
         assert re.match(pat, word) and not re.match(pat, word.lower() + "x")
-    assert ex_mod._alternation(["ffn_gate_exps", "ffn_up_exps"]) == "ffn_(gate|up)_exps"
-    assert ex_mod._alternation(["output.weight", "token_embd.weight"]) == r"(output|token_embd)\.weight"
+    assert patterns.alternation(["ffn_gate_exps", "ffn_up_exps"]) == "ffn_(gate|up)_exps"
+    assert patterns.alternation(["output.weight", "token_embd.weight"]) == r"(output|token_embd)\.weight"
 
 
 # -------------------------------------------------------------------------------- CLI

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from gguf import GGUFReader
+from helpers.zoo import EXPORT_ZOO
 from test_export import PIN
-from zoo import EXPORT_ZOO
 
 from qpatch.families.pins import family_of
 from qpatch.gguf.imatrix import read_imatrix

@@ -11,12 +11,12 @@ import dataclasses
 import os
 import re
 
-import differential
 import pytest
+from helpers import differential
+from helpers.rule_strategies import FTYPE_NAMES, policies
+from helpers.stock_binary import PIN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rule_strategies import FTYPE_NAMES, policies
-from stock_binary import PIN
 
 from qpatch.codegen import render
 from qpatch.families.pins import family_of

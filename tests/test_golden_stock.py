@@ -8,7 +8,7 @@ every tensor of every case.
 import json
 
 import pytest
-from paths import GOLDEN
+from helpers.paths import GOLDEN
 
 from qpatch import job
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-from stock_binary import CURRENT_PIN
-from zoo import BY_NAME, write_zoo
+from helpers.stock_binary import CURRENT_PIN
+from helpers.zoo import BY_NAME, write_zoo
 
 from qpatch.cli import cli
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from paths import ROOT
+from helpers.paths import ROOT
 
 from qpatch.cache import cache_root
 from qpatch.cli import COMMANDS

@@ -122,7 +122,7 @@ def test_plan_does_not_import_numpy(tmp_path):
     import subprocess
     import sys
 
-    from zoo import BY_NAME, write_zoo
+    from helpers.zoo import BY_NAME, write_zoo
 
     model, _ = write_zoo(tmp_path, [BY_NAME["deepseek2-mla-10L"]])["deepseek2-mla-10L"]
     code = ("import sys; from qpatch.cli import main; sys.argv = ['qpatch', 'plan', sys.argv[1], '-f', 'Q4_K_M']\n"

@@ -17,8 +17,8 @@ import random
 import signal
 
 import pytest
-import stock_binary
 from click.testing import CliRunner
+from helpers import stock_binary
 
 from qpatch.cli import cli
 from qpatch.errors import ShelfError, UsageError
@@ -187,7 +187,7 @@ def test_fit_refuses_another_models_table(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_shelves(tmp_path_factory):
-    from qpatch.quality import tiny_model
+    from qpatch.gguf import tiny_model
 
     stock_binary.stock_tools(stock_binary.CURRENT_PIN, ("llama-quantize", "llama-perplexity"))
     tree = stock_binary.pin_dir(stock_binary.CURRENT_PIN) / "llama.cpp"

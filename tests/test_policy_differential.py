@@ -10,9 +10,9 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-import differential
 import pytest
-from paths import GOLDEN
+from helpers import differential
+from helpers.paths import GOLDEN
 
 from qpatch import job
 from qpatch.families.b6700.predict import NEEDS_IMATRIX

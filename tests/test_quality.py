@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from qpatch.errors import EvalError, ModelError
+from qpatch.gguf import tiny_model
 from qpatch.gguf.header import read_header
-from qpatch.quality import perplexity, tables, tiny_model
+from qpatch.quality import perplexity, tables
 
 LOGS = Path(__file__).parent / "golden" / "perplexity"  # captured from 0c1e57098's llama-perplexity (CPU)
 

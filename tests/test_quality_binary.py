@@ -11,14 +11,15 @@ import os
 import shutil
 
 import pytest
-import stock_binary
-from cachelock import file_lock
 from click.testing import CliRunner
+from helpers import stock_binary
+from helpers.cachelock import file_lock
 
 from qpatch.cli import cli
+from qpatch.gguf import tiny_model
 from qpatch.gguf.header import read_header
 from qpatch.gguf.synth import write_imatrix
-from qpatch.quality import evaluation, tiny_model
+from qpatch.quality import evaluation
 
 pytestmark = pytest.mark.binary
 PIN = stock_binary.CURRENT_PIN

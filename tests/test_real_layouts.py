@@ -8,10 +8,9 @@ names, shapes and source types are the real ones, the data region is a hole.
 
 from __future__ import annotations
 
-import dry_run
 import pytest
-import real_layouts
-from stock_binary import CURRENT_PIN as PIN
+from helpers import dry_run, real_layouts
+from helpers.stock_binary import CURRENT_PIN as PIN
 
 from qpatch.families.pins import family_of
 

@@ -3,14 +3,14 @@
 import re
 
 import pytest
-from paths import ROOT
+from helpers.paths import ROOT
 
 from qpatch.codegen import render
 from qpatch.policy import loader
 
 POLICIES = ["stock", "n-expert-fix", "ffn-down-bump", "deepseek-v3"]
 PINS = ["4227c9be", "0c1e57098", "ik-55d3c05b"]
-IK_POLICIES = ["deepseek-v3-ik"]  # names ik's types: an error on the mainline pins (test_ik_family.py)
+IK_POLICIES = ["deepseek-v3-ik"]  # names ik's types: an error on the mainline pins (test_ik_llama_family.py)
 CASES = [(n, p) for p in PINS for n in POLICIES] + [(n, "ik-55d3c05b") for n in IK_POLICIES]
 
 

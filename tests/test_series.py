@@ -4,7 +4,7 @@ all-or-nothing apply, and the rebase report 4227c9be -> 0c1e57098."""
 from pathlib import Path
 
 import pytest
-from checkout_fixtures import HOOK_4227, QUANT, make_patch, snapshot, write_series
+from helpers.checkout_fixtures import HOOK_4227, QUANT, make_patch, snapshot, write_series
 
 from qpatch.checkout.patchset import APPLIES, CONFLICTS, MISSING, UPSTREAM, read_patch
 from qpatch.checkout.repo import Checkout

@@ -17,16 +17,15 @@ import shutil
 import subprocess
 
 import pytest
-import stock_binary
-import zoo
 from click.testing import CliRunner
+from helpers import stock_binary, zoo
 
 from qpatch.cli import cli
 from qpatch.gguf.header import read_layout
 from qpatch.gguf.synth import Spec, write_imatrix, write_model
 from qpatch.job import Job
-from qpatch.quantize import runner
 from qpatch.progress import Progress
+from qpatch.quantize import runner
 from qpatch.shelves import assemble, shelf
 
 pytestmark = pytest.mark.binary
@@ -102,7 +101,7 @@ IK_POLICIES = ("stock", "ffn-down-bump", "deepseek-v3-ik")
 
 @pytest.mark.xdist_group("patched-ik")
 def test_assembled_equals_quantized_ik(tmp_path):
-    from ik_build import BUILDS, IK_PIN
+    from helpers.ik_llama_build import BUILDS, IK_PIN
 
     BUILDS.ensure()
     models = {}
@@ -145,7 +144,7 @@ def test_assembled_equals_quantized_ik(tmp_path):
 @pytest.fixture(scope="module")
 def tiny(stock_tree, tmp_path_factory):
     """A random tiny DeepSeek with the real vocabulary (llama-perplexity runs it), shelved at Q8_0 and Q4_0."""
-    from qpatch.quality import tiny_model
+    from qpatch.gguf import tiny_model
 
     d = tmp_path_factory.mktemp("tiny")
     base = tiny_model.write(d / "base.gguf", stock_tree / tiny_model.VOCAB, **tiny_model.tiny())

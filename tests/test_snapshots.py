@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import re
 
-import layouts
 import pytest
-from stock_binary import CURRENT_PIN as PIN
-from stock_binary import fetched_tree
+from helpers import layouts
+from helpers.stock_binary import CURRENT_PIN as PIN
+from helpers.stock_binary import fetched_tree
 
 from qpatch.families.current.predict import is_quantizable
 from qpatch.families.pins import family_of
 from qpatch.gguf.catalogue import T
 from qpatch.gguf.model_facts import ggml_n_dims
+from qpatch.policy import loader
 from qpatch.predict.engine import plan
 from qpatch.predict.options import Options
-from qpatch.recipes.export import STOCK
 
 pytestmark = pytest.mark.sdist  # upstream's snapshot files come from the pin's source
 
@@ -92,7 +92,7 @@ def test_snapshot_reproduced(name, snapshots):
     for ftype, default, listed in sections:
         ft = FAMILY.catalogue.parse_ftype(ftype)
         assert ft.default.name.lower() == default.lower(), f"[{ftype}] default type"
-        p = plan(facts, STOCK, Options(ftype=ft), FAMILY, PIN)
+        p = plan(facts, loader.stock(), Options(ftype=ft), FAMILY, PIN)
         # type choice alone, as llama_quant_compute_types: a missing imatrix matters only to a real run
         assert all(e in p.real_run_only for e in p.errors), f"[{ftype}] {p.errors[:2]}"
         got = {t.name: t.type for t in p.tensors}

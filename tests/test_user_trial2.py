@@ -187,7 +187,7 @@ def test_files_of_the_wrong_kind_say_what_they_are(zoo_files, tmp_path):
 
 def test_ik_refuses_a_gguf_imatrix(zoo_files, tmp_path):
     """ik_llama.cpp 55d3c05b's llama-quantize reads only the legacy format (no gguf_init in its load_imatrix)."""
-    from zoo import BY_NAME
+    from helpers.zoo import BY_NAME
 
     model, im = zoo_files["deepseek-v3-thin-61L"]
     r = run("plan", model, "-f", "IQ2_KS", "--pin", "ik-55d3c05b", "--imatrix", im)
@@ -213,7 +213,7 @@ def test_render_does_not_overwrite_a_file_it_did_not_generate(tmp_path):
 
 
 def test_ik_export_stdout_is_the_custom_q_string_alone(zoo_files, tmp_path):
-    from zoo import BY_NAME
+    from helpers.zoo import BY_NAME
 
     model, _ = zoo_files["deepseek-v3-thin-61L"]
     dat = write_imatrix(BY_NAME["deepseek-v3-thin-61L"], tmp_path / "im.dat", legacy=True)

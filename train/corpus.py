@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tool"))
-from qpatch.quality import tiny_model  # noqa: E402
+from qpatch.gguf import tiny_model  # noqa: E402
 
 HELD_OUT = ("asyncio", "email")
 

@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tool"))
-from qpatch.quality import tiny_model  # noqa: E402
+from qpatch.gguf import tiny_model  # noqa: E402
 
 # The shapes trained here (the rest: tiny_model.spec's defaults). "small": the 75 M model of docs/quality.md
 # (6 blocks, 16 routed experts, 4 used). "large": DeepSeek-V3's proportions at 435 M parameters

@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 from collections import deque
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -66,6 +67,10 @@ _KNOWN_FAILURES = (
 _ARCHS_RE = re.compile(r"^\d+[af]?(-real|-virtual)?(;\d+[af]?(-real|-virtual)?)*$")
 _NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\] ")
 _MAKE_STEP = re.compile(r"^\[\s*(\d+)%\] ")
+
+
+def _no_update(done: int) -> None:
+    """The progress update before a build's first step line."""
 
 
 def build_dir(checkout_dir: str | os.PathLike, backend: str) -> Path:
@@ -258,7 +263,8 @@ def _run(args: list[str], log: Path, env: dict, progress: Progress, *, what: str
         except OSError as e:
             raise BuildError(f"{what}: cannot run {args[0]}: {e}") from None
         assert proc.stdout is not None
-        update, total = None, None
+        update: Callable[[int], None] = _no_update
+        total: int | None = None
         for line in proc.stdout:
             lf.write(line)
             line = line.rstrip()

@@ -358,7 +358,7 @@ class Checkout:
         on_branch = not repo.head.is_detached and repo.head.ref.path == ref
         if on_branch and same(old_tip):
             return False
-        if same(old_tip):
+        if old_tip and same(old_tip):
             target = old_tip  # same content: keep the branch as it is, only switch to it
         self._switch(ref, target, old_tip)
         return True
@@ -378,8 +378,8 @@ class Checkout:
                         hint=f"`qpatch patches check --pin {pin.name}` reports the whole series")
                 parent = _commit(repo, idx.write_tree(), parent, f"{info.message}\n{PATCH_TRAILER}: {info.name}\n")
             if generated:
-                for path, content in sorted(generated.items()):
-                    idx.write_file(path, content)
+                for rel, content in sorted(generated.items()):
+                    idx.write_file(rel, content)
                 files = ", ".join(sorted(generated))
                 trailers = "".join(f"{k}: {v}\n" for k, v in sorted(record.items()))
                 parent = _commit(repo, idx.write_tree(), parent,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from qpatch import __version__
+from qpatch.cli import build, checkout, export, measure, policy, quality, quantize, recipes, shelves, synth, verify
 from qpatch.cli.job_options import type_options
 from qpatch.errors import QpatchError, QuantizeError, UsageError
 
@@ -82,11 +83,9 @@ def plan_cmd(model, ftype, policy, imatrix, pin, fmt, show_all, compare, **optio
 
 
 # Every command, registered here explicitly (the command modules import nothing from this one).
-from qpatch.cli import build, checkout, export, measure, policy, quality, recipes, shelves, synth, verify  # noqa: E402
-
 COMMANDS = (
     plan_cmd, policy.list_cmd, policy.show_cmd, policy.render_cmd, policy.apply_cmd, policy.diff_cmd, policy.check_cmd,
-    build.build_cmd, verify.quantize_cmd, verify.verify_cmd, export.export_cmd, synth.synth_cmd,
+    build.build_cmd, quantize.quantize_cmd, verify.verify_cmd, export.export_cmd, synth.synth_cmd,
     checkout.pins_cmd, checkout.fetch_cmd, checkout.status_cmd, checkout.reset_cmd, checkout.patches_grp,
     checkout.rebase_cmd, quality.eval_cmd, quality.sweep_cmd, recipes.import_cmd, shelves.shelves_cmd,
     shelves.assemble_cmd, measure.measure_cmd, measure.fit_cmd,

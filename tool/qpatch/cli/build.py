@@ -22,7 +22,7 @@ import click
 def build_cmd(backend, checkout_dir, targets, jobs, cuda_archs, defines, quiet):
     """Configure (once) and build llama.cpp's tools; prints the path of each binary."""
     from qpatch.build import cmake
-    from qpatch.cli.checkout import ClickProgress
+    from qpatch.cli.progress import ClickProgress
 
     wanted = [t for spec in targets for t in spec.replace(",", " ").split()] or list(cmake.DEFAULT_TARGETS)
     bindir = cmake.build(checkout_dir, backend, wanted, jobs=jobs,

@@ -6,47 +6,15 @@ to stdout. `qpatch apply/diff/check` (rendering a policy) are built on the same 
 
 from __future__ import annotations
 
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
+from qpatch.cli.progress import ClickProgress
 from qpatch.errors import CheckoutError
-from qpatch.progress import Progress
 
 # qpatch.checkout and qpatch.patchset import GitPython, which needs a git executable: they are
 # imported inside the commands, so that commands which need no checkout work without git.
-
-
-class ClickProgress(Progress):
-    """Steps and bars on stderr: click's bar on a terminal; in a log, a line per tenth of the way."""
-
-    show_subprocess_output = True  # pip's own download bar
-
-    def note(self, msg: str) -> None:
-        click.echo(msg, err=True)
-
-    @contextmanager
-    def bar(self, label: str, total: int):
-        if not sys.stderr.isatty():
-            shown = [-1]
-
-            def tenth(done: int):
-                if 10 * done // max(total, 1) > shown[0]:
-                    shown[0] = 10 * done // max(total, 1)
-                    click.echo(f"{label}: {done}/{total}", err=True)
-
-            yield tenth
-            return
-        with click.progressbar(length=total, label=label, file=sys.stderr) as b:
-            last = [0]
-
-            def update(done: int):
-                b.update(max(done - last[0], 0))
-                last[0] = max(done, last[0])
-
-            yield update
 
 
 def _shown(path: Path) -> str:
@@ -149,7 +117,6 @@ def _pin_for(pin: str | None, directory: str | None):
 def patches_list_cmd(pin, directory):
     """Each patch of the series with its header: what it does and its upstream status."""
     from qpatch.checkout.patchset import read_patch
-
     from qpatch.families.pins import patches_dir, series
 
     p = _pin_for(pin, directory)

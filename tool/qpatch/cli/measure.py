@@ -31,7 +31,7 @@ import click
 def measure_cmd(model, shelves_dir, text, out, baseline, types, groups, ties, ctx, chunks, backend, threads, workers,
                 scheduler, checkout):
     """Measure ΔKLD of every tensor group at every shelved type (baseline elsewhere), on Dask."""
-    from qpatch.cli.checkout import ClickProgress
+    from qpatch.cli.progress import ClickProgress
     from qpatch.measure import jobs
     from qpatch.quality.evaluation import Settings
     from qpatch.shipped import default_checkout

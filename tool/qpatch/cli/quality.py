@@ -54,7 +54,7 @@ def eval_cmd(base, quants, text, ctx, chunks, backend, threads, checkout, fmt, p
     BASE's log-probabilities are computed once and cached (keyed by the content of model and text,
     and the settings); each quant is then compared with them.
     """
-    from qpatch.cli.checkout import ClickProgress
+    from qpatch.cli.progress import ClickProgress
     from qpatch.quality import evaluation, tables
 
     if plot:
@@ -86,7 +86,7 @@ def sweep_cmd(model, policies, ftypes, imatrix, out_dir, no_keep, text, ctx, chu
     """
     from pathlib import Path
 
-    from qpatch.cli.checkout import ClickProgress
+    from qpatch.cli.progress import ClickProgress
     from qpatch.errors import JobsFailed
     from qpatch.quality import evaluation, sweep, tables
 

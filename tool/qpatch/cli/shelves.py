@@ -27,7 +27,7 @@ def _mib(n: int) -> str:
 @click.option("--threads", type=int, help="llama-quantize threads (default: all cores)")
 def shelves_cmd(model, types, mixes, out_dir, imatrix, groups, ties, pin, checkout, backend, threads):
     """Quantize MODEL once per type into shelves under --out (kept ones are reused)."""
-    from qpatch.cli.checkout import ClickProgress
+    from qpatch.cli.progress import ClickProgress
     from qpatch.errors import CheckoutError
     from qpatch.shelves import shelf
     from qpatch.shipped import default_checkout
@@ -92,7 +92,7 @@ def assemble_cmd(model, out, shelves_dir, policy, ftype, imatrix, pin, links, fo
     """Write the mix `qpatch quantize` would write for POLICY at FTYPE, from shelves, without quantizing."""
     import time
 
-    from qpatch.cli.checkout import ClickProgress
+    from qpatch.cli.progress import ClickProgress
     from qpatch.shelves import assemble
 
     t0 = time.perf_counter()

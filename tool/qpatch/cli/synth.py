@@ -56,7 +56,7 @@ def synth_cmd(preset, out, imatrix, force, mkdir, checkout):
             except OSError as e:
                 raise files.cannot_write(path, e) from None
     if preset == "deepseek-tiny":
-        from qpatch.quality import tiny_model
+        from qpatch.gguf import tiny_model
         from qpatch.shipped import default_checkout
 
         vocab = Path(checkout or default_checkout()) / tiny_model.VOCAB

@@ -18,17 +18,33 @@ from qpatch.families.base import Family
 from qpatch.families.pins import family_of
 from qpatch.gguf.catalogue import Catalogue, T
 from qpatch.policy.model import (
-    After, AllOf, AnyOf, Arch, AtLeast, Before, Block, ByFtype, Default, Experts, Ftypes, Gqa, Imatrix, Keep, Not,
-    Ordinal, Policy, RowMultiple, Set, Stacked, Step, UseMoreBits,
+    After,
+    AllOf,
+    AnyOf,
+    Arch,
+    AtLeast,
+    Before,
+    Block,
+    ByFtype,
+    Default,
+    Experts,
+    Ftypes,
+    Gqa,
+    Imatrix,
+    Keep,
+    Not,
+    Ordinal,
+    Policy,
+    RowMultiple,
+    Set,
+    Stacked,
+    Step,
+    UseMoreBits,
 )
 from qpatch.predict.engine import check_types, for_family
 
 GENERATED_PATH = "src/llama-quant-qpatch.h"
 TEMPLATES = Path(__file__).parent / "templates"
-
-
-class RenderError(ValueError):
-    """A policy names something its pin does not have (a type, an ftype group left empty)."""
 
 
 def ggml(t: T) -> str:

@@ -1,7 +1,7 @@
 """Pin families: everything that is true of one family of llama.cpp commits and not of another.
 
-Each subfolder holding a `catalogue.json` is one family (`names`, the one discovery, which the
-catalogue loader uses too). It holds its catalogue of types and ftypes (extracted from the pin's
+Each subfolder holding a `catalogue.json` is one family (`names`: gguf.family_names, the one
+discovery, which the catalogue loader uses too). It holds its catalogue of types and ftypes (extracted from the pin's
 source), the options of its llama-quantize that change types (`options.py`), its Python model of
 stock type choice and of its binary's walk over the tensors (`stock.py`, `predict.py`, which defines
 `FAMILY`, a `Family` of base.py), and the template that renders a policy for its hook
@@ -20,6 +20,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qpatch.gguf import family_names
+
 if TYPE_CHECKING:
     from qpatch.families.base import Family
     from qpatch.predict.options import TypeOption
@@ -28,8 +30,8 @@ HERE = Path(__file__).parent
 
 
 def names() -> tuple[str, ...]:
-    """Every family: the folders here that hold a catalogue.json."""
-    return tuple(sorted(p.parent.name for p in HERE.glob("*/catalogue.json")))
+    """Every family: the folders here that hold a catalogue.json (the one discovery, gguf.family_names)."""
+    return family_names()
 
 
 @cache

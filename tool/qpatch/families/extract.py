@@ -33,6 +33,7 @@ def _vendored_constants(tree: Path):
     """The pin's own gguf-py/gguf/constants.py, loaded as a private module (it imports only the stdlib)."""
     path = tree / "gguf-py/gguf/constants.py"
     spec = importlib.util.spec_from_file_location(f"_qpatch_pin_constants_{abs(hash(str(path)))}", path)
+    assert spec is not None and spec.loader is not None  # a .py path always has a spec and a loader
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses in it look their module up
     try:

@@ -9,26 +9,24 @@ never hand-copied and never taken from the installed `gguf` package, which lags 
 block, bytes and row metadata) in every family that has it, which `_load` checks. Its value is the
 type's ggml id where the families agree on it (every mainline type); a family can number a type
 differently (ik_llama.cpp's ids clash with mainline's from 41 up), so the ids a file on disk uses
-are a family's, reached through `Catalogue.ggml_id` / `Catalogue.type_of`, and `decode_type` reads
+are a family's, reached through `Catalogue.ggml_id` and `decode_type(id, family)`, which also reads
 an id when the family is not known. What else differs by pin (which ftypes exist, which types the
 command line accepts) is also a `Catalogue`, reached through the pin's family.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from qpatch.errors import UsageError
-
-FAMILIES_DIR = Path(__file__).parent.parent / "families"  # each family folder holds its catalogue.json
+from qpatch.gguf import FAMILIES_DIR, family_names
 
 
 def _catalogue_files() -> list[Path]:
-    return sorted(FAMILIES_DIR.glob("*/catalogue.json"))
+    return [FAMILIES_DIR / name / "catalogue.json" for name in family_names()]
 
 
 _NEVER_STORED = ("Q8_1", "Q8_K", "Q8_K16", "Q8_K32", "Q8_K64", "Q8_K128", "Q8_KR8", "Q8_0_X4", "Q8_1_X4", "Q8_2_X4")
@@ -65,10 +63,9 @@ _VALUES, _SIZES, _IDS_BY_FAMILY = _load()
 _GGML_NAMES = {p.parent.name: {t["name"]: t.get("ggml_name", t["name"].lower())
                                for t in json.loads(p.read_text())["types"]}
                for p in _catalogue_files()}
-try:  # the enum as a real class, generated from the same catalogues (render_types_module, below)
-    from qpatch.gguf.types import T
-except ImportError:  # before its first generation
-    T = enum.IntEnum("GGMLType", sorted(_VALUES.items(), key=lambda kv: kv[1]), module=__name__)  # type: ignore
+# the enum as a real class, generated from the same catalogues (render_types_module, below)
+from qpatch.gguf.types import GGMLType as T  # noqa: E402
+
 SIZES: dict[T, tuple[int, int, int]] = {T[n]: s for n, s in _SIZES.items()}
 
 
@@ -181,9 +178,6 @@ class Catalogue:
     def ggml_name(self, t: T) -> str:
         """ggml_type_name(t) in this family (e.g. q4_K, iq4_ks): what ik_llama.cpp's options match exactly."""
         return _GGML_NAMES[self.family].get(t.name, t.name.lower())
-
-    def type_of(self, ggml_id: int) -> T:
-        return decode_type(ggml_id, self.family)
 
 
 @cache

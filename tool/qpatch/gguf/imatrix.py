@@ -13,7 +13,6 @@ from pathlib import Path
 from qpatch.errors import ModelError
 from qpatch.gguf.header import MAGIC, read_header
 
-
 FORMATS = ("gguf", "legacy")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from gguf import GGMLQuantizationType as T
@@ -126,7 +127,7 @@ class Spec:
 
     def kv(self) -> dict[str, tuple[str, object]]:
         a = self.arch
-        kv = {
+        kv: dict[str, tuple[str, object]] = {
             f"{a}.context_length": ("u32", 4096),
             f"{a}.embedding_length": ("u32", self.n_embd),
             f"{a}.block_count": ("u32", self.n_layer),
@@ -325,7 +326,7 @@ def deepseek_v3(**changes) -> Spec:
 
     Thin by default; `full=True, tokenizer=True` for the real header (shapes and vocabulary).
     """
-    base = dict(
+    base: dict[str, Any] = dict(
         name="deepseek-v3", arch="deepseek2", n_layer=61, leading_dense=3, n_expert=256, n_expert_used=8,
         shared_experts=1, attention="mla", n_embd=7168, n_ff=18432, n_ff_exp=2048, n_head=128, n_head_kv=1,
         q_lora=1536, kv_lora=512, head_k_mla=192, head_v_mla=128, qk_rope=64, n_vocab=129280, n_merges=127741,

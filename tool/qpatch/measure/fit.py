@@ -115,6 +115,7 @@ def solve(table: Table, *, size: int | None = None, gpu: int | None = None, cpu:
     opts = [o for _, o in rows]
     names = [g.name for g, _ in rows]
     if gpu is None:
+        assert size is not None, "solve() needs size, or gpu and cpu"
         lo = sum(min(it.gpu for it in o) for o in opts)
         hi = sum(max(it.gpu for it in o) for o in opts)
         if size < lo:
@@ -134,6 +135,7 @@ def solve(table: Table, *, size: int | None = None, gpu: int | None = None, cpu:
     chosen: dict[int, int] = {}
     totals = []
     for idx, cap, key in ((gpu_groups, gpu, "gpu"), (cpu_groups, cpu, "cpu")):
+        assert cap is not None, "solve() needs both gpu and cpu"
         sub = [[Item(it.type, getattr(it, key), 0, it.cost) for it in opts[i]] for i in idx]
         lo = sum(min(it.gpu for it in o) for o in sub)
         if cap < lo:

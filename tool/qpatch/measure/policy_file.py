@@ -17,7 +17,6 @@ from qpatch.gguf.model_facts import ModelFacts, block_of, kind_of
 from qpatch.measure.fit import Fit
 from qpatch.measure.table import Table
 
-
 UNQUANTIZED = {"F32", "F16", "BF16"}
 
 
@@ -34,12 +33,6 @@ def group_pattern(tensors) -> str:
             return rf"^blk\.{b}\.{k}\.{re.escape(suffixes.pop())}$"
     alt = names[0] if len(names) == 1 else None
     return "^" + re.escape(alt) + "$" if alt else "^(?:" + "|".join(map(re.escape, names)) + ")$"
-
-
-@dataclass(frozen=True)
-class Written:
-    path: Path
-    rules: int
 
 
 def module_name(name: str) -> str:

@@ -100,7 +100,7 @@ class Table:
     # -- files
 
     def save(self, path: Path | None = None):
-        path = Path(path or self.path)
+        path = Path(path or self.path or "")
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from qpatch.errors import PolicyError
 from qpatch.policy import loader
 
 
-def _table(head: tuple[str, ...], rows: list[tuple[str, ...]], wrap: dict[int, int] | None = None) -> str:
+def _table(head: tuple[str, ...], rows: Sequence[tuple[str, ...]], wrap: dict[int, int] | None = None) -> str:
     """Aligned columns; a column in `wrap` (index -> width) is wrapped onto continuation lines."""
     import textwrap
 

@@ -133,6 +133,13 @@ def load(name: str, extra: tuple = ()) -> Policy:
         return _load(name, tuple(extra))
 
 
+def stock() -> Policy:
+    """The shipped `stock` policy (no rule): what export plans stock llama-quantize with. Taken from qpatch's own
+    directory even where a directory searched first holds a stock.py of its own."""
+    with _LOCK:
+        return _load_file(shipped_dir() / "stock.py", "stock", ())
+
+
 def _load(name: str, extra: tuple) -> Policy:
     path = find(name, extra)
     if path is None:
@@ -140,10 +147,14 @@ def _load(name: str, extra: tuple) -> Policy:
             if "-" in name and (d / f"{name}.py").is_file():
                 raise PolicyError(f"{_rel(str(d / f'{name}.py'))}: a policy's file name joins words with '_' "
                                   f"(it is imported as a Python module): rename it {name.replace('-', '_')}.py")
-        known = ", ".join(available(extra)) or "(none)"
-        dirs = ", ".join(str(d) for d in policies_dirs(extra)) or "(none)"
-        raise PolicyError(f"unknown policy '{name}'", hint=f"known policies: {known} (looked in {dirs}; "
+        names = ", ".join(available(extra)) or "(none)"
+        where = ", ".join(str(d) for d in policies_dirs(extra)) or "(none)"
+        raise PolicyError(f"unknown policy '{name}'", hint=f"known policies: {names} (looked in {where}; "
                                                            "qpatch --policies DIR adds a directory)")
+    return _load_file(path, name, extra)
+
+
+def _load_file(path: Path, name: str, extra: tuple) -> Policy:
     modname = path.stem
     # the directory holding it goes first, so that its own imports of qpatch_policies.* find its neighbours
     dirs = [path.parent] + [d for d in policies_dirs(extra) if d != path.parent]

@@ -19,6 +19,7 @@ import enum
 import os
 import re
 import sys
+import typing
 from dataclasses import dataclass
 from typing import ClassVar, Union
 
@@ -233,7 +234,6 @@ class AllOf:
 
 Cond = Union[Before, AtLeast, After, UseMoreBits, Experts, Gqa, Imatrix, Ftypes, Arch, RowMultiple, Stacked, Not, AnyOf,
              AllOf]
-POSITION = (Before, AtLeast, After, UseMoreBits)
 
 
 # ---------------------------------------------------------------------------- actions
@@ -447,9 +447,9 @@ def rule(select: Select | str | tuple, then: Action | T, *when: Cond, note: str 
     if isinstance(then, T):
         then = Set(then)
     for c in when:
-        if not isinstance(c, Cond.__args__):
+        if not isinstance(c, typing.get_args(Cond)):
             raise PolicyError(f"{_caller_source()}: not a condition: {c!r}")
-    if not isinstance(then, Action.__args__):
+    if not isinstance(then, typing.get_args(Action)):
         raise PolicyError(f"{_caller_source()}: not an action: {then!r}")
     return Rule(select=select, when=tuple(when), then=then, source=_caller_source(), note=note)
 

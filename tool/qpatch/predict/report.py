@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,18 +34,14 @@ def block_label(blocks, kind: str) -> str:
 
 
 def block_ranges(blocks: list[int]) -> str:
-    parts, start, prev = [], None, None
+    """Sorted block numbers as ranges: [0, 1, 2, 5] -> 0-2,5."""
+    runs: list[list[int]] = []
     for b in blocks:
-        if start is None:
-            start = prev = b
-        elif b == prev + 1:
-            prev = b
+        if runs and b == runs[-1][1] + 1:
+            runs[-1][1] = b
         else:
-            parts.append((start, prev))
-            start = prev = b
-    if start is not None:
-        parts.append((start, prev))
-    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in parts)
+            runs.append([b, b])
+    return ",".join(f"{a}" if a == z else f"{a}-{z}" for a, z in runs)
 
 
 _TENSOR_ERROR = re.compile(r"^(?:blk\.(\d+)\.)?([\w.]+\.(?:weight|bias)): (.*)$", re.S)
@@ -52,7 +49,7 @@ MAX_ERROR_LINES = 12
 _SHOWN_GROUPS = 4
 
 
-def collapse_errors(errors: list[str], limit: int = MAX_ERROR_LINES) -> list[str]:
+def collapse_errors(errors: Sequence[str], limit: int = MAX_ERROR_LINES) -> list[str]:
     """One line per distinct message, its tensors grouped by kind over block ranges, in the order first
     seen: `this quantization requires an imatrix (IQ2_S): 114 tensors: blk.[0-5].attn_q_a.weight, ...`.
     Past `limit` lines, a count of the rest (`--format json` lists every error as it is)."""
@@ -176,7 +173,7 @@ def _wrap_cell(text: str, width: int) -> list[str]:
     return out + [rest]
 
 
-def _rows_wrapped(rows: list[tuple[str, ...]], wrap: dict[int, int]) -> list[tuple[str, ...]]:
+def _rows_wrapped(rows: Sequence[tuple[str, ...]], wrap: dict[int, int]) -> list[tuple[str, ...]]:
     out = []
     for r in rows:
         parts = [_wrap_cell(c, wrap[i]) if i in wrap else [c] for i, c in enumerate(r)]
@@ -193,7 +190,7 @@ def _said(kind: str, msg: str) -> list[str]:
 
 
 def format_table(plan: Plan, *, show_unquantized: bool = False) -> str:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for g in groups(plan):
         if not show_unquantized and g.kept:
             continue
@@ -234,7 +231,7 @@ def format_markdown(plan: Plan) -> str:
 def format_compare(base: Plan, new: Plan, *, markdown: bool = False) -> str:
     """What `new` changes relative to `base`: per kind and block range, from -> to, the size change, the rule;
     rows grouped by kind (in the model's order), then by first block."""
-    rows: list[tuple[str, str, str, str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
     runs: dict[tuple[str, str, str, str], list[int]] = {}
     delta: dict[tuple[str, str, str, str], int] = {}
     kind_order: dict[str, int] = {}

@@ -11,9 +11,30 @@ from dataclasses import dataclass
 from qpatch.gguf.catalogue import T
 from qpatch.gguf.model_facts import ModelFacts, block_of, kind_of
 from qpatch.policy.model import (
-    After, AllOf, AnyOf, Arch, AtLeast, Before, Block, ByFtype, Default, Experts, Ftypes, Gqa, Imatrix, Keep, Not,
-    Policy, RowMultiple, Rule, Set, Stacked, Step, UseMoreBits,
+    After,
+    AllOf,
+    AnyOf,
+    Arch,
+    AtLeast,
+    Before,
+    Block,
+    ByFtype,
+    Default,
+    Experts,
+    Ftypes,
+    Gqa,
+    Imatrix,
+    Keep,
+    Not,
+    Policy,
+    RowMultiple,
+    Rule,
+    Set,
+    Stacked,
+    Step,
+    UseMoreBits,
 )
+
 
 class Positions:
     """Ordinals of every tensor in every frame a policy uses (precomputed, like the C++ pre-pass)."""
@@ -156,7 +177,7 @@ def selects(r: Rule, x: Ctx) -> bool:
         return s.contains in x.name
     if s.stock:
         return x.site == s.stock
-    return re.search(s.pattern, x.name) is not None
+    return re.search(s.pattern or "", x.name) is not None
 
 
 def why(r: Rule, x: Ctx) -> str:

@@ -169,8 +169,8 @@ class Evaluator:
         info = model_info(model)
         text = _check_text(text)
         key = hashlib.sha256(json.dumps({"model": content_hash(model), "text": text_hash(text),
-                                         **self.settings.key(), "tool": self.identity}, sort_keys=True).encode())
-        key = key.hexdigest()[:24]
+                                         **self.settings.key(), "tool": self.identity},
+                                        sort_keys=True).encode()).hexdigest()[:24]
         logits, meta = self.cache_dir / f"{key}.kld", self.cache_dir / f"{key}.json"
         if logits.exists() and meta.exists():
             m = json.loads(meta.read_text())

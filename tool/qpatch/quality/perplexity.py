@@ -15,6 +15,7 @@ import re
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from qpatch.errors import EvalError
 from qpatch.progress import SILENT, Progress
@@ -139,7 +140,8 @@ class _bar_ctx:
     """Opens the progress bar lazily, once the chunk count is known."""
 
     def __init__(self, progress: Progress, label: str):
-        self.progress, self.label, self.cm = progress, label, None
+        self.progress, self.label = progress, label
+        self.cm: Any = None
 
     def __enter__(self):
         def open_bar(total: int):

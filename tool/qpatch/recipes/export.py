@@ -43,15 +43,13 @@ from dataclasses import dataclass
 from qpatch.errors import QuantizeError, UsageError
 from qpatch.gguf.catalogue import T
 from qpatch.gguf.model_facts import ModelFacts
-from qpatch.policy.model import Policy
+from qpatch.policy import loader
 from qpatch.predict.engine import plan
 from qpatch.predict.plan import Plan, Status
 from qpatch.predict.report import block_label
+from qpatch.recipes import patterns
 
 FORMATS = ("tensor-type", "tensor-type-file", "custom-q", "model-card")
-
-# The policy the unpatched binary follows: no rules, stock's fallback, stock's imatrix checks.
-STOCK = Policy(name="stock", summary="llama.cpp's own choices", rules=())
 
 # A tensor the list can address by block and kind. Block numbers with a leading zero (which
 # sscanf would read as a number) are left to exact-name patterns.
@@ -109,7 +107,8 @@ def export(target: Plan) -> Export:
         raise QuantizeError(f"the patched llama-quantize would fail on this job, so there is nothing to export: "
                             f"{target.errors[0]}{more}")
     family = target.family
-    base = plan(target.model, STOCK, o, family, target.pin)
+    stock = loader.stock()
+    base = plan(target.model, stock, o, family, target.pin)
     targets: dict[str, T] = {}  # every tensor the list can reach -> the policy's type
     need: dict[str, T] = {}  # those where stock differs
     lost: list[Inexpressible] = []
@@ -132,7 +131,7 @@ def export(target: Plan) -> Export:
     for _ in range(len(target.tensors) + 1):
         overrides = _minimise(target.model, targets, need)
         given = dataclasses.replace(o, overrides=tuple((v.pattern, v.type) for v in overrides))
-        check = plan(target.model, STOCK, given, family, target.pin)
+        check = plan(target.model, stock, given, family, target.pin)
         moved = {c.name: targets[c.name] for p, c in zip(target.tensors, check.tensors)
                  if c.name in targets and c.name not in need and c.type != p.type}
         if not moved:
@@ -190,219 +189,21 @@ def _minimise(model: ModelFacts, targets: dict[str, T], need: dict[str, T]) -> t
         names = sorted((n for n, t in need.items() if t == typ), key=order.__getitem__)
         exact = [n for n in names if not _BLK.match(n)]
         if exact:
-            out.append(Override(f"^{_alternation(exact)}$", typ, tuple(exact)))
+            out.append(Override(f"^{patterns.alternation(exact)}$", typ, tuple(exact)))
         req: dict[str, set[int]] = {}
         for n in names:
             m = _BLK.match(n)
             if m:
                 req.setdefault(m.group(2), set()).add(int(m.group(1)))
         forbid = {k: {b for b, n in cells[k].items() if n in targets and targets[n] != typ} for k in req}
-        for group in _group_kinds(req, forbid):
+        for group in patterns.group_kinds(req, forbid):
             blocks = set().union(*(req[k] for k in group))
             bad = set().union(*(forbid[k] for k in group))
-            pat = rf"^blk\.{_blocks(blocks, bad)}\.{_alternation(group)}\.weight$"
+            pat = rf"^blk\.{patterns.blocks_pattern(blocks, bad)}\.{patterns.alternation(group)}\.weight$"
             sets = tuple(n for n in names if (m := _BLK.match(n)) and m.group(2) in group)
             out.append(Override(pat, typ, sets))
     out.sort(key=lambda v: (order[v.sets[0]], v.type.name))
     return tuple(out)
-
-
-def _group_kinds(req: dict[str, set[int]], forbid: dict[str, set[int]], budget: int = 20000) -> list[list[str]]:
-    """Fewest groups of kinds that can share one block set (a minimum clique cover, by search).
-
-    Two kinds are compatible when neither needs a block the other forbids; a group of pairwise
-    compatible kinds can share the union of their needed blocks.
-    """
-    kinds = sorted(req, key=lambda k: (-len(req[k]), k))
-    best: list[list[list[str]]] = []
-    calls = 0
-
-    def fits(group, k):
-        return all(not (req[k] & forbid[g]) and not (req[g] & forbid[k]) for g in group)
-
-    def search(i: int, groups: list[list[str]]):
-        nonlocal calls
-        calls += 1
-        if best and (len(groups) >= len(best[0]) or calls > budget):
-            return
-        if i == len(kinds):
-            best[:] = [[sorted(g) for g in groups]]
-            return
-        k = kinds[i]
-        for g in groups:
-            if fits(g, k):
-                g.append(k)
-                search(i + 1, groups)
-                g.pop()
-        groups.append([k])
-        search(i + 1, groups)
-        groups.pop()
-
-    search(0, [])
-    return sorted(best[0])
-
-
-# ---------------------------------------------------------------------- regex building
-
-
-def _lit(s: str) -> str:
-    """`s` as a regex literal that llama-quantize's lowercasing leaves intact (uppercase as \\xNN)."""
-    return "".join(f"\\x{ord(c):02x}" if c != c.lower() else re.escape(c) for c in s)
-
-
-def _alternation(words: list[str]) -> str:
-    """`a` or `(a|b)`, with a common prefix/suffix ending/starting at `_` or `.` factored out."""
-    words = sorted(set(words))
-    if len(words) == 1:
-        return _lit(words[0])
-    pre = _common(words)
-    pre = pre[: max(pre.rfind("_"), pre.rfind(".")) + 1]
-    rest = [w[len(pre):] for w in words]
-    suf = _common([w[::-1] for w in rest])[::-1]
-    cut = [i for i, c in enumerate(suf) if c in "_."]
-    suf = suf[cut[0]:] if cut else ""
-    mids = [w[: len(w) - len(suf)] for w in rest]
-    if not all(mids):
-        pre, suf, mids = "", "", words
-    return f"{_lit(pre)}({'|'.join(_lit(m) for m in mids)}){_lit(suf)}"
-
-
-def _common(words: list[str]) -> str:
-    first, last = min(words), max(words)
-    n = 0
-    while n < min(len(first), len(last)) and first[n] == last[n]:
-        n += 1
-    return first[:n]
-
-
-def _blocks(need: set[int], bad: set[int]) -> str:
-    """A regex for block numbers matching every number in `need` and none in `bad`, short."""
-    bad_sorted = sorted(bad)
-    runs: dict[tuple[int, int | None], list[int]] = {}
-    for b in sorted(need):
-        lo = max((f for f in bad_sorted if f < b), default=-1) + 1
-        hi = min((f for f in bad_sorted if f > b), default=None)
-        runs.setdefault((lo, None if hi is None else hi - 1), []).append(b)
-    parts: list[str] = []
-    for (rlo, rhi), bs in runs.items():
-        parts += _best_range(bs[0], bs[-1], rlo, rhi)
-    parts = _merge_classes(parts)
-    if len(parts) == 1 and "|" not in parts[0]:
-        return parts[0]
-    return f"({'|'.join(parts)})"
-
-
-def _best_range(a: int, b: int, rlo: int, rhi: int | None) -> list[str]:
-    """The shortest regex for some [lo, hi] with rlo <= lo <= a and b <= hi <= rhi (None: unbounded)."""
-    los, his = {a, rlo}, {b, rhi}
-    for k in (1, 2, 3):
-        if a - a % 10 ** k >= rlo:
-            los.add(a - a % 10 ** k)  # down to a round number: 10, 20, 100 ...
-        up = (b // 10 ** k + 1) * 10 ** k - 1
-        if rhi is None or up <= rhi:
-            his.add(up)  # up to 19, 29, 99 ...
-    cands = []
-    for lo in los:
-        for hi in his:
-            p = _range(lo, hi)
-            span = (10 ** 9 if hi is None else hi) - lo
-            cands.append((len("|".join(p)), len(p), span, lo, p))
-    return min(cands, key=lambda c: c[:4])[4]
-
-
-def _range(lo: int, hi: int | None) -> list[str]:
-    """Alternatives matching exactly the decimal numbers lo..hi (no leading zeros); hi None: no end."""
-    if hi is None:
-        if lo == 0:
-            return [r"\d+"]
-        d = len(str(lo))
-        if lo == 10 ** (d - 1):
-            return [_digits_at_least(d)]
-        return _range(lo, 10 ** d - 1) + [_digits_at_least(d + 1)]
-    out = []
-    for d in range(len(str(lo)), len(str(hi)) + 1):
-        a = max(lo, 10 ** (d - 1) if d > 1 else 0)
-        b = min(hi, 10 ** d - 1)
-        if a <= b:
-            out += _same_width(str(a), str(b))
-    return out
-
-
-def _digits_at_least(d: int) -> str:
-    """Numbers of d or more digits, no leading zero (no `{d,}`: a comma would split a --custom-q list)."""
-    return "[1-9]" + (r"\d*" if d == 1 else r"\d" * (d - 2) + r"\d+")
-
-
-def _same_width(lo: str, hi: str) -> list[str]:
-    if lo == hi:
-        return [lo]
-    n = len(lo)
-    if n == 1:
-        return [_class(lo, hi)]
-    if lo[0] == hi[0]:
-        return [lo[0] + p for p in _same_width(lo[1:], hi[1:])]
-    low_full, high_full = lo[1:] == "0" * (n - 1), hi[1:] == "9" * (n - 1)
-    out = [] if low_full else [lo[0] + p for p in _same_width(lo[1:], "9" * (n - 1))]
-    first = int(lo[0]) + (0 if low_full else 1)
-    last = int(hi[0]) - (0 if high_full else 1)
-    if first <= last:
-        out.append(_class(str(first), str(last)) + r"\d" * (n - 1))
-    if not high_full:
-        out += [hi[0] + p for p in _same_width("0" * (n - 1), hi[1:])]
-    return out
-
-
-def _class(a: str, b: str) -> str:
-    if a == b:
-        return a
-    if (a, b) == ("0", "9"):
-        return r"\d"
-    return f"[{a}{b}]" if int(b) == int(a) + 1 else f"[{a}-{b}]"
-
-
-_LAST_DIGIT = re.compile(r"^([0-9]*)([0-9]|\[[0-9-]+\]|\\d)$")
-
-
-def _merge_classes(parts: list[str]) -> list[str]:
-    """`3|5|[89]` -> `[3589]`, `13|1[5-7]` -> `1[35-7]`: alternatives differing only in the last digit merge."""
-    last: dict[str, set[int]] = {}
-    entries: list[tuple[bool, str]] = []  # (merged?, prefix digits or the part as is)
-    for p in parts:
-        m = _LAST_DIGIT.match(p)
-        if not m:
-            entries.append((False, p))
-            continue
-        prefix, cls = m.groups()
-        if prefix not in last:
-            last[prefix] = set()
-            entries.append((True, prefix))
-        last[prefix] |= _digit_set(cls)
-    return [p + _digit_class(last[p]) if merged else p for merged, p in entries]
-
-
-def _digit_set(cls: str) -> set[int]:
-    if cls == r"\d":
-        return set(range(10))
-    body = cls.strip("[]")
-    out = set()
-    for m in re.finditer(r"([0-9])(?:-([0-9]))?", body):
-        out |= set(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
-    return out
-
-
-def _digit_class(digits: set[int]) -> str:
-    if len(digits) == 10:
-        return r"\d"
-    if len(digits) == 1:
-        return str(next(iter(digits)))
-    runs: list[list[int]] = []
-    for d in sorted(digits):
-        if runs and d == runs[-1][-1] + 1:
-            runs[-1].append(d)
-        else:
-            runs.append([d])
-    body = "".join(f"{r[0]}-{r[-1]}" if len(r) >= 3 else "".join(map(str, r)) for r in runs)
-    return f"[{body}]"
 
 
 # ---------------------------------------------------------------------------- output

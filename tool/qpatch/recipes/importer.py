@@ -74,7 +74,7 @@ def lines_from_overrides(specs: list[str], pin: str, flag: str | None = None) ->
     fam = family_of(pin)
     out = []
     for spec in specs:
-        [(pat, t)] = fam.overrides.read([spec], fam.catalogue, flag)
+        [(pat, t)] = fam.overrides.read([spec], fam.catalogue, flag or fam.overrides.flag)
         out.append(Line(f"Select(pattern={pat!r})", Select(pattern=pat), t, f"{fam.overrides.flag} {spec}"))
     return out
 
@@ -125,7 +125,7 @@ def import_policy(name: str, *, model, ftype: str | None = None, overrides: list
     if (loader.shipped_dir() / path.name).is_file() and not force:
         raise UsageError(f"'{name}' is a policy qpatch ships: {path} would hide it wherever {out_dir} is on the "
                          "search path", hint="choose another name, or pass --force to hide the shipped one")
-    stock = loader.load("stock")
+    stock = loader.stock()
     if gguf is not None:
         quant = read_model(gguf, family_of(pin).name)  # type ids in the pin's numbering
         ftype = ftype or _ftype_of(quant, pin, gguf)

@@ -22,7 +22,7 @@ from qpatch.job import Job, require_runnable
 from qpatch.policy.model import Policy
 from qpatch.progress import SILENT, Progress
 from qpatch.shelves import shelf as shelves
-from qpatch.shelves.shelf import ShelfSet
+from qpatch.shelves.shelf import ShelfSet, Where
 
 IMATRIX_FILE_MAX = 127  # llama-quantize copies the path into a 128-byte override value
 
@@ -43,7 +43,8 @@ class MixResult:
 def resolve(sset: ShelfSet, types: dict, source: dict, prefer=()) -> dict:
     """name -> Where for every tensor at its type; ShelfError naming the types no shelf holds."""
     order = list(prefer) + sorted((t for t in sset.shelves if t not in prefer), key=lambda t: t.name)
-    out, lacking = {}, {}
+    out: dict[str, Where] = {}
+    lacking: dict[T, list[str]] = {}
     for name in sset.order:
         want = types[name]
         hit = next((s.tensors[name] for t in order if (s := sset.shelves[t]).tensors[name].type == want), None)

@@ -28,7 +28,8 @@ class Group:
 
 def parse_ties(ties) -> tuple[tuple[str, ...], ...]:
     """`--tie a,b` (repeatable) -> sorted tuples of kinds; a kind in two ties is an error."""
-    out, seen = [], set()
+    out: list[tuple[str, ...]] = []
+    seen: set[str] = set()
     for t in ties or ():
         kinds = tuple(sorted(k.strip() for k in (t.split(",") if isinstance(t, str) else t) if k.strip()))
         if len(kinds) < 2:

@@ -177,10 +177,10 @@ def load(directory, *, want: dict | None = None) -> ShelfSet:
                 raise ModelError(f"{p}: shard of {p.stat().st_size} bytes, its index says {size} (truncated or "
                                  f"changed)", hint=f"remove {sub} and run qpatch shelves again to remake it")
         tensors, shard_of = {}, {}
-        for name, e in idx["tensors"].items():
-            tensors[name] = Where(T[e["type"]], e["type_id"], sub / shard_name(e["shard"] + 1, n), e["offset"],
-                                  e["nbytes"])
-            shard_of[name] = e["shard"]
+        for name, entry in idx["tensors"].items():
+            tensors[name] = Where(T[entry["type"]], entry["type_id"], sub / shard_name(entry["shard"] + 1, n),
+                                  entry["offset"], entry["nbytes"])
+            shard_of[name] = entry["shard"]
         t = T[idx["type"]]
         shelves[t] = Shelf(t, sub, tensors, shard_of, tuple(idx["fell_back"]), n)
     return ShelfSet(d, manifest, groups, shelves)

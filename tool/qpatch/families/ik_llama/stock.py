@@ -3,7 +3,7 @@
 A line-by-line model of `llama_tensor_get_type` (its if/else chain in the source's order),
 `change_type_if_necessary` (the shape fallback), `interleaved_properties` (the row-interleaved
 `_R4`/`_R8` types) and the model-type tests it makes. Names are ftype/type names as strings so the
-chains read like the C++ they follow; tests/test_ik_family.py proves them against the binary.
+chains read like the C++ they follow; tests/test_ik_llama_family.py proves them against the binary.
 """
 
 from __future__ import annotations

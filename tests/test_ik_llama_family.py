@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import subprocess
 
-import ik_dry_run
 import pytest
-import real_layouts
-import zoo
-from ik_build import BUILDS, IK_PIN
+from helpers import ik_llama_dry_run, real_layouts, zoo
+from helpers.ik_llama_build import BUILDS, IK_PIN
 
 from qpatch import job
 from qpatch.errors import PolicyError
@@ -124,13 +122,13 @@ def test_import_an_ik_recipe_round_trips(ik_zoo, tmp_path):
 
 
 def _assert_dry_runs_agree(binary, path, ftypes, imatrices, policy="stock"):
-    """Every (ftype, imatrix) case through ik_dry_run.check; one assertion listing the first failures."""
+    """Every (ftype, imatrix) case through ik_llama_dry_run.check; one assertion listing the first failures."""
     failures, n = [], 0
     for ft in ftypes:
         for im in imatrices:
             n += 1
             try:
-                ik_dry_run.check(binary, path, ft, pin=IK_PIN, imatrix=im, policy=policy)
+                ik_llama_dry_run.check(binary, path, ft, pin=IK_PIN, imatrix=im, policy=policy)
             except AssertionError as e:
                 failures.append(str(e))
     assert not failures, f"{path.name}: {len(failures)} of {n} cases differ:\n" + "\n".join(failures[:5])
@@ -203,7 +201,7 @@ _FLAG_KW = {"--output-tensor-type": "output_tensor_type", "--token-embedding-typ
 @pytest.mark.parametrize("model,ftype,with_imatrix,args,kwargs,meant", [pytest.param(*c[1:], id=c[0]) for c in OPTIONS])
 def test_options_dry_run(model, ftype, with_imatrix, args, kwargs, meant, ik_zoo, ik_stock):
     path, imatrix = ik_zoo[model]
-    plan = ik_dry_run.check(ik_stock, path, ftype, pin=IK_PIN, imatrix=imatrix if with_imatrix else None,
+    plan = ik_llama_dry_run.check(ik_stock, path, ftype, pin=IK_PIN, imatrix=imatrix if with_imatrix else None,
                             args=args, plan_kwargs=kwargs)
     assert ("fails" if plan.errors else "ok") == meant, f"case no longer tests what it was written for: {plan.errors}"
 
@@ -293,8 +291,8 @@ def test_stock_binary_with_exported_custom_q_chooses_what_the_patched_one_does(p
     assert ex.overrides and ex.complete, ex.inexpressible
     text = ex_mod.format_recipe(ex, "custom-q")
     custom_q = text.strip().splitlines()[-1]
-    stock = ik_dry_run.run(ik_stock, path, ftype, imatrix=imatrix, args=["--custom-q", custom_q])
-    patched = ik_dry_run.run(BUILDS.switch(policy), path, ftype, imatrix=imatrix)
+    stock = ik_llama_dry_run.run(ik_stock, path, ftype, imatrix=imatrix, args=["--custom-q", custom_q])
+    patched = ik_llama_dry_run.run(BUILDS.switch(policy), path, ftype, imatrix=imatrix)
     assert stock["returncode"] == 0 and patched["returncode"] == 0, stock["log_tail"] + patched["log_tail"]
     assert stock["types"] == patched["types"] == pp.types()
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cachelock import file_lock
-
+from helpers.cachelock import file_lock
 from qpatch.build import cmake
 from qpatch.cache import cache_root
 from qpatch.checkout.repo import Checkout

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from gguf import GGMLQuantizationType as T
@@ -32,7 +33,7 @@ WEIGHTS_SCALE = 2.5  # DeepSeek-V3's routed_scaling_factor
 def spec(n_vocab: int, **changes) -> Spec:
     """The model's shape. Every row length (ne[0]) that k-quants need is a multiple of 256, except
     attn_k_b's (qk_nope), which falls back as it does in the real DeepSeek-V3."""
-    base = dict(
+    base: dict[str, Any] = dict(
         name="tiny-deepseek", arch="deepseek2", n_layer=5, leading_dense=1, n_expert=16, n_expert_used=4,
         shared_experts=1, attention="mla", n_embd=256, n_ff=768, n_ff_exp=256, n_head=4, n_head_kv=1,
         q_lora=256, kv_lora=256, head_k_mla=96, head_v_mla=64, qk_rope=32, n_vocab=n_vocab, full=True,
@@ -63,10 +64,12 @@ def vocabulary(vocab_gguf: str | os.PathLike) -> tuple[int, list[VocabField]]:
         r = GGUFReader(str(vocab_gguf))
     except (OSError, ValueError) as e:
         raise ModelError(f"{vocab_gguf}: cannot read the vocabulary: {e}") from e
-    fields, n_vocab = [], 0
+    fields: list[VocabField] = []
+    n_vocab = 0
     for key, f in r.fields.items():
         if not key.startswith("tokenizer."):
             continue
+        value: object
         vtype = f.types[0]
         sub = f.types[1] if vtype == GGUFValueType.ARRAY else None
         if vtype == GGUFValueType.ARRAY:
@@ -79,7 +82,7 @@ def vocabulary(vocab_gguf: str | os.PathLike) -> tuple[int, list[VocabField]]:
         else:
             value = f.parts[f.data[0]][0].item()
         if key == "tokenizer.ggml.tokens":
-            n_vocab = len(value)
+            n_vocab = len(value)  # type: ignore[arg-type]  # an array: a list
         fields.append((key, value, vtype, sub))
     if not n_vocab:
         raise ModelError(f"{vocab_gguf}: no tokenizer.ggml.tokens: not a vocabulary GGUF")

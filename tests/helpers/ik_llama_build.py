@@ -14,9 +14,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from cachelock import file_lock
-from policy_build import PatchedBuild
-
+from helpers.cachelock import file_lock
+from helpers.policy_build import PatchedBuild
 from qpatch.build import cmake
 from qpatch.checkout.repo import Checkout
 from qpatch.families.pins import load_pin, series

@@ -12,8 +12,7 @@ import re
 import subprocess
 from pathlib import Path
 
-import plans
-
+from helpers import plans
 
 _LINE = re.compile(r"^\[\s*\d+/\s*\d+\]\s+(\S+)\s+- \[[^\]]*\], type =\s*(\w+), size = [^(\n]*(?:\((\w+)\))?\s*$",
                    re.M)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from paths import ROOT
-
+from helpers.paths import ROOT
 from qpatch.gguf.catalogue import T
 from qpatch.gguf.header import TensorInfo
 from qpatch.gguf.model_facts import ModelFacts, processing_order

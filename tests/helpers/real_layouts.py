@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import layouts
-
+from helpers import layouts
 from qpatch.gguf.catalogue import T
 from qpatch.gguf.synth import write_imatrix, write_sparse
 

@@ -13,8 +13,7 @@ import re
 import subprocess
 from pathlib import Path
 
-import dry_run
-
+from helpers import dry_run
 from qpatch.gguf.catalogue import load_catalogue
 
 _HEAD = re.compile(r"^\[\s*\d+/\s*\d+\]\s+(\S+) - \[[^\]]*\], type =\s*(\w+),", re.M)

@@ -10,8 +10,31 @@ from hypothesis import strategies as st
 
 from qpatch.gguf.catalogue import T
 from qpatch.policy.model import (
-    LADDER, After, AllOf, AnyOf, Arch, AtLeast, Before, Block, ByFtype, Default, Experts, Ftypes, Gqa, Imatrix, Keep,
-    Not, Ordinal, Policy, RowMultiple, Rule, Select, Set, Stacked, Step, UseMoreBits,
+    LADDER,
+    After,
+    AllOf,
+    AnyOf,
+    Arch,
+    AtLeast,
+    Before,
+    Block,
+    ByFtype,
+    Default,
+    Experts,
+    Ftypes,
+    Gqa,
+    Imatrix,
+    Keep,
+    Not,
+    Ordinal,
+    Policy,
+    RowMultiple,
+    Rule,
+    Select,
+    Set,
+    Stacked,
+    Step,
+    UseMoreBits,
 )
 
 KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "attn_kv_a_mqa", "attn_kv_b", "attn_k_b", "attn_v_b",

@@ -15,9 +15,7 @@ import os
 import subprocess
 from pathlib import Path
 
-import plans
-import stock_binary
-
+from helpers import plans, stock_binary
 from qpatch.gguf.header import read_header
 
 RESULTS = stock_binary.pin_dir() / "results"  # keyed by the binary's hash, so one folder serves every pin
