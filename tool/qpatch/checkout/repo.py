@@ -204,8 +204,8 @@ class Checkout:
                                     hint=f"move it with `qpatch rebase --to {pin.name}`, or use another --dir")
             sources.verify(self.repo, pin, self.pristine_commit, f"checkout {self.path}")
             # the commit is right; the files on disk must be what HEAD says too
-            changed = sorted({d.a_path for d in self.repo.index.diff(None)}
-                             | {d.a_path for d in self.repo.index.diff("HEAD")})
+            changed = sorted({d.a_path or "" for d in self.repo.index.diff(None)}
+                             | {d.a_path or "" for d in self.repo.index.diff("HEAD")})
             touched = [p for p in changed if p in pin.hashes()]
             if touched:
                 raise CheckoutError(f"{self.path} is pin {pin.name}, but its working tree has uncommitted changes to "
@@ -255,14 +255,14 @@ class Checkout:
         patches, generated, others, record = [], [], [], {}
         if based:
             for c in reversed(list(repo.iter_commits(f"{pristine}..{head}"))):
-                tr = _trailers(c.message)
+                tr = _trailers(_text(c.message))
                 if c.author.email == sources.IDENTITY["GIT_AUTHOR_EMAIL"] and PATCH_TRAILER in tr:
                     patches.append(tr[PATCH_TRAILER])
                 elif c.author.email == sources.IDENTITY["GIT_AUTHOR_EMAIL"] and GENERATED_TRAILER in tr:
                     generated = tr[GENERATED_TRAILER].split(", ")
                     record = {k: v for k, v in tr.items() if k != GENERATED_TRAILER}
                 else:
-                    others.append(f"{c.hexsha[:12]} {c.summary}")
+                    others.append(f"{c.hexsha[:12]} {_text(c.summary)}")
         return Status(
             path=self.path, pin=self.pin_name, family=_config(repo, "family"), upstream=_config(repo, "upstream"),
             source=_config(repo, "source"), pristine=pristine, head=head,
@@ -417,7 +417,7 @@ class Checkout:
         if foreign:
             c = foreign[0]
             raise CheckoutError(
-                f"branch {branch} has {len(foreign)} commit(s) not made by qpatch ({c.hexsha[:12]} {c.summary})",
+                f"branch {branch} has {len(foreign)} commit(s) not made by qpatch ({c.hexsha[:12]} {_text(c.summary)})",
                 hint=f"keep them under another name: "
                      f"`git -C {self.path} branch -m {branch} my-{branch.replace('/', '-')}`")
 
@@ -490,6 +490,11 @@ def _record(repo: git.Repo, pin: Pin, source: str, pristine: str) -> None:
                        ("source", source), ("pristine", pristine)):
         repo.git.config(f"qpatch.{key}", value)
     repo.git.update_ref(PRISTINE_REF, pristine)
+
+
+def _text(message: str | bytes) -> str:
+    """A commit's message or summary as text (GitPython gives bytes for an undecodable encoding)."""
+    return message.decode("utf-8", "replace") if isinstance(message, bytes) else message
 
 
 def _rev(repo: git.Repo, ref: str) -> str | None:

@@ -139,6 +139,7 @@ def _from_git(repo: git.Repo, pin: Pin, url: str, progress: Progress, *, check_n
     env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
     proc = repo.git.execute(cmd, as_process=True, env=env, with_stdout=False)
     err = _stream_progress(proc, progress)
+    assert proc.proc is not None  # as_process: GitPython's handle on the running git
     if proc.proc.wait() != 0:
         last = [ln for ln in err.splitlines() if ln.strip()][-3:]
         raise SourceError(f"git fetch {pin.rev} from {url} failed: " + " / ".join(last))
@@ -172,7 +173,7 @@ def _from_sdist(repo: git.Repo, pin: Pin, src: Source, progress: Progress, *, in
                f"Imported by qpatch from {path.name}:{src.subdir}. Same tree, same commit id,\n"
                f"on every machine (fixed identity and date).\n")
     with tempfile.TemporaryDirectory(dir=repo.git_dir, prefix="qpatch-unpack-") as tmp:
-        tree = Path(repo.working_tree_dir) if in_worktree else Path(tmp) / "tree"
+        tree = Path(repo.working_tree_dir or "") if in_worktree else Path(tmp) / "tree"
         index = Path(repo.git_dir) / "index" if in_worktree else Path(tmp) / "index"
         try:
             n = sdist.unpack(path, src.subdir, tree, progress)

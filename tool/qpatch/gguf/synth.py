@@ -12,6 +12,7 @@ at real size, a few MB on disk).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,8 +195,10 @@ def _writer_kv(w: GGUFWriter, kv: dict):
         if kind == "arr_i32":  # typed explicitly: add_array would guess the element type per value
             w.add_key_value(k, v, GGUFValueType.ARRAY, sub_type=GGUFValueType.INT32)
             continue
-        {"u32": w.add_uint32, "f32": w.add_float32, "bool": w.add_bool, "str": w.add_string,
-         "i32": w.add_int32, "u16": w.add_uint16, "arr": w.add_array}[kind](k, v)
+        adders: dict[str, Callable[..., None]] = {
+            "u32": w.add_uint32, "f32": w.add_float32, "bool": w.add_bool, "str": w.add_string,
+            "i32": w.add_int32, "u16": w.add_uint16, "arr": w.add_array}
+        adders[kind](k, v)
 
 
 def write_model(spec: Spec, path: str | os.PathLike, *, seed: int = 0, file_type: int = 32) -> Path:

@@ -48,7 +48,7 @@ class Positions:
         self._own_count: dict[str, int] = {}
         self._groups: dict[tuple[str, ...], tuple[dict[str, int], int]] = {}
 
-    def _own_ordinals(self):
+    def _own_ordinals(self) -> tuple[list[int], dict[str, int]]:
         if self._own is None:
             counts: dict[str, int] = {}
             own = []
