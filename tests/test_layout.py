@@ -116,6 +116,20 @@ def test_each_stage_states_its_contract(stage):
     assert doc and len(doc.split()) >= 15, f"{stage}/__init__.py: no contract paragraph"
 
 
+def test_the_command_line_starts_without_the_families():
+    """`qpatch --help` lists the commands without reading a family: the job commands' type options come from
+    the families' declarations only when click asks for those commands' parameters (bench_cold_start.py)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from qpatch.cli import main; sys.argv = ['qpatch', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "loaded = [m for m in sys.modules if m.startswith(('qpatch.families', 'qpatch.predict'))]\n"
+            "print(sorted(loaded), file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stderr.strip().splitlines()[-1] == "[]", r.stderr
+
+
 def test_plan_does_not_import_numpy(tmp_path):
     """`qpatch plan` needs gguf's tables, not its reader: importing gguf (and numpy) costs ~0.14 s a run,
     which made plan 0.33 s instead of 0.21 s on the DeepSeek-V3 header (bench/bench_plan.py)."""

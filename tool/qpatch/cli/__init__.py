@@ -10,7 +10,7 @@ import click
 
 from qpatch import __version__
 from qpatch.cli import build, checkout, export, measure, policy, quality, quantize, recipes, shelves, synth, verify
-from qpatch.cli.job_options import type_options
+from qpatch.cli.job_options import JobCommand, type_options
 from qpatch.errors import QpatchError, QuantizeError, UsageError
 
 
@@ -42,7 +42,7 @@ def cli(policies_dir):
     loader.use_policies_dir(policies_dir)  # also None: each invocation starts from the default search path
 
 
-@click.command("plan")
+@click.command("plan", cls=JobCommand)
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--ftype", "-f", required=True, help="llama-quantize ftype, e.g. Q4_K_M, IQ1_M")
 @click.option("--policy", "-p", default="stock", show_default=True, help="policy name (see `qpatch list`)")

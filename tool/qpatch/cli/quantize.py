@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from qpatch.cli.job_options import type_options
+from qpatch.cli.job_options import JobCommand, type_options
 
 
-@click.command("quantize", context_settings={"ignore_unknown_options": False})
+@click.command("quantize", cls=JobCommand, context_settings={"ignore_unknown_options": False})
 @click.argument("model", type=click.Path(dir_okay=False, exists=True))
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--ftype", "-f", required=True)

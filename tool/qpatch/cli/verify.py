@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from qpatch.cli.job_options import type_options
+from qpatch.cli.job_options import JobCommand, type_options
 
 
-@click.command("verify")
+@click.command("verify", cls=JobCommand)
 @click.argument("quant", type=click.Path(dir_okay=False))
 @click.option("--policy", "-p",
               help="the policy the file should follow [default: the one qpatch quantize recorded in it]")

@@ -53,15 +53,18 @@ class Options:
 # ------------------------------------------------------------------ declarations
 
 
-@dataclass(frozen=True)
 class TypeOption:
     """One option of a family's llama-quantize that changes types. `name` is the keyword `Job.create` takes
-    (and the click parameter); `flag` is the binary's spelling; `cli_flag`, qpatch's where it differs."""
+    (and the click parameter); `flag` is the binary's spelling; `cli_flag`, qpatch's where it differs.
+    (Plain classes, not dataclasses: the command line builds them at start-up, where every millisecond shows.)"""
 
-    name: str
-    flag: str
-    help: str
-    cli_flag: str = ""
+    __slots__ = ("name", "flag", "help", "cli_flag")
+
+    def __init__(self, name: str, flag: str, help: str, cli_flag: str = ""):
+        self.name, self.flag, self.help, self.cli_flag = name, flag, help, cli_flag
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self.option!r})"
 
     @property
     def option(self) -> str:
@@ -84,7 +87,6 @@ class TypeOption:
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
 class TypeValue(TypeOption):
     """One ggml type (--output-tensor-type q8_0)."""
 
@@ -98,7 +100,6 @@ class TypeValue(TypeOption):
         return f"{self.flag} {value.name.lower()}"
 
 
-@dataclass(frozen=True)
 class Switch(TypeOption):
     """A flag with no value (--pure)."""
 
@@ -115,7 +116,6 @@ class Switch(TypeOption):
         return self.flag
 
 
-@dataclass(frozen=True)
 class Layers(TypeOption):
     """Block numbers, comma-separated (--prune-layers 3,5): parsed as non-negative ints, sorted, unique."""
 
@@ -141,13 +141,16 @@ class Layers(TypeOption):
         return f"{self.flag} {','.join(map(str, value))}"
 
 
-@dataclass(frozen=True)
 class PerKind(TypeOption):
     """A family of per-kind type options (ik_llama.cpp's --attn-v-type TYPE ...), given to qpatch as one
     repeatable `cli_flag OPTION=TYPE` (or, from Python, a dict option -> type). `flag` spells each option:
     `{}` stands for its name with dashes."""
 
-    choices: tuple[str, ...] = ()
+    __slots__ = ("choices",)
+
+    def __init__(self, name: str, flag: str, help: str, cli_flag: str = "", *, choices: tuple[str, ...] = ()):
+        super().__init__(name, flag, help, cli_flag)
+        self.choices = choices
 
     def click_kwargs(self):
         return {"multiple": True, "metavar": "OPTION=TYPE"}
@@ -171,15 +174,18 @@ class PerKind(TypeOption):
         return " ".join(f"{self.flag.format(k.replace('_', '-'))} {t.name.lower()}" for k, t in value)
 
 
-@dataclass(frozen=True)
 class Overrides(TypeOption):
     """The ordered regex=type overrides (--tensor-type, ik's --custom-q): they become `Options.overrides`.
     `parse_specs` reads PAT=TYPE texts as the binary does; `joined`: all of them go in one argument,
     comma-separated; `exact_type_names`: the binary matches ggml_type_name exactly (q4_K), not lower-cased."""
 
-    parse_specs: Callable[[list[str], "Catalogue", str], tuple] | None = None
-    joined: bool = False
-    exact_type_names: bool = False
+    __slots__ = ("parse_specs", "joined", "exact_type_names")
+
+    def __init__(self, name: str, flag: str, help: str, cli_flag: str = "", *,
+                 parse_specs: Callable[[list[str], "Catalogue", str], tuple] | None = None, joined: bool = False,
+                 exact_type_names: bool = False):
+        super().__init__(name, flag, help, cli_flag)
+        self.parse_specs, self.joined, self.exact_type_names = parse_specs, joined, exact_type_names
 
     def click_kwargs(self):
         return {"multiple": True, "metavar": "PAT=TYPE" + (",..." if self.joined else "")}
@@ -210,7 +216,6 @@ class Overrides(TypeOption):
         return f"{len(value)} {self.flag}" + (" rules" if self.joined else "")
 
 
-@dataclass(frozen=True)
 class OverridesFile(Overrides):
     """A file of PAT=TYPE entries separated by spaces or newlines (as `file >> arg`): more overrides, read by
     the family's main override option and passed to the binary as such."""
