@@ -9,8 +9,8 @@ stock type choice and of its binary's walk over the tensors (`stock.py`, `predic
 names its family. Nothing outside this package tests a family's name: adding a family is adding a
 folder here and a pin.
 
-This module is read when the command line starts (the options every job command takes): it imports
-the families' predict modules only when one is asked for.
+A job command reads this module as it starts (the options it offers are every family's declarations):
+it imports the families' predict modules only when one is asked for.
 """
 
 from __future__ import annotations

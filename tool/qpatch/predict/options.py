@@ -6,7 +6,8 @@ click decorator every job command shares (cli/job_options.py), `job.make_options
 the pin's binary lacks), `Job.quantize_args` (the binary's spelling), the plan header (report.py) and
 export's check that a plan has none. Nothing outside a family names one of its options.
 
-This module is imported when the command line starts: it imports nothing heavy at module level.
+Every job command reads this module as it starts (its click options come from the declarations): it imports
+nothing heavy at module level.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class Options:
 class TypeOption:
     """One option of a family's llama-quantize that changes types. `name` is the keyword `Job.create` takes
     (and the click parameter); `flag` is the binary's spelling; `cli_flag`, qpatch's where it differs.
-    (Plain classes, not dataclasses: the command line builds them at start-up, where every millisecond shows.)"""
+    (Plain classes, not dataclasses: every job command builds them as it starts, where milliseconds show.)"""
 
     __slots__ = ("name", "flag", "help", "cli_flag")
 
