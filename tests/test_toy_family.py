@@ -30,15 +30,10 @@ import re
 from qpatch.families.base import Family, Walk
 from qpatch.families.toy.options import OPTIONS
 from qpatch.gguf.catalogue import T, is_quantized
-from qpatch.gguf.model_facts import ggml_n_dims, kind_of
-from qpatch.predict.rules import Ctx, Positions, policy_choice, why
+from qpatch.gguf.model_facts import ggml_n_dims
 
 
 class ToyWalk(Walk):
-    def __init__(self, model, policy, opts):
-        super().__init__(model.tensors)
-        self.model, self.policy, self.opts, self.positions = model, policy, opts, Positions(model)
-
     def decide(self, t):
         ft = self.opts.ftype
         if not t.name.endswith("weight") or ggml_n_dims(t.shape) < 2 or "norm" in t.name or ft.copy:
@@ -47,11 +42,7 @@ class ToyWalk(Walk):
         new, rule, chosen = ft.default, "ftype default", False
         if is_quantized(ft.default) and not self.opts.get("pure"):
             chosen = True
-            x = Ctx(t.name, kind_of(t.name), t.shape, self.model, ft.name, self.opts.has_imatrix, new, ft.default,
-                    self.positions)
-            picked, r = policy_choice(self.policy, x)
-            if r is not None:
-                new, rule = picked, why(r, x)
+            new, rule = self.apply_policy(t, new, rule, "other")
             for pat, typ in self.opts.overrides:  # the last match wins
                 if re.search(pat, t.name):
                     new, rule = typ, f"--tensor-type {pat}"

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qpatch.gguf.catalogue import Catalogue, T, load_catalogue
+from qpatch.gguf.model_facts import kind_of
 from qpatch.predict.options import Overrides, TypeOption
 from qpatch.predict.plan import Outcome
+from qpatch.predict.rules import Ctx, Positions, policy_choice
+from qpatch.predict.rules import why as explain
 
 if TYPE_CHECKING:
     from qpatch.gguf.header import TensorInfo
@@ -28,15 +31,31 @@ if TYPE_CHECKING:
 class Walk(ABC):
     """One job on a family's llama-quantize: what its pre-pass set up, the tensors in the binary's processing
     order (`order`), and each tensor's decision, which the engine asks for in that order (`decide`) and which
-    lands in `out`, with what would make the binary abort."""
+    lands in `out`, with what would make the binary abort.
 
-    def __init__(self, order: tuple["TensorInfo", ...]):
-        self.order = order
+    `model` is the model as the binary's hook sees it; `order` defaults to its tensors, and the policy's
+    ordinals count over `counted` (default: the model), e.g. the blocks --prune-layers keeps."""
+
+    def __init__(self, model: "ModelFacts", policy: "Policy", opts: "Options",
+                 order: tuple["TensorInfo", ...] | None = None, counted: "ModelFacts | None" = None):
+        self.model, self.policy, self.opts = model, policy, opts
+        self.order = model.tensors if order is None else order
+        self.positions = Positions(counted or model)
         self.out = Outcome()
 
     @abstractmethod
     def decide(self, t: "TensorInfo") -> None:
         """Add tensor `t`'s plan (and any error it causes) to `out`."""
+
+    def apply_policy(self, t: "TensorInfo", stock: T, why: str, site: str) -> tuple[T, str]:
+        """Where the family's hook calls the generated `qpatch::choose`: the policy's type and deciding rule for
+        `t`, whose stock choice is `stock` (for `why`) at stock's rule site `site`; stock's where no rule
+        decides."""
+        ft = self.opts.ftype
+        x = Ctx(t.name, kind_of(t.name), t.shape, self.model, ft.name, self.opts.has_imatrix, stock, ft.default,
+                self.positions, site)
+        picked, rule = policy_choice(self.policy, x)
+        return (picked, explain(rule, x)) if rule is not None else (stock, why)
 
 
 class Family(ABC):

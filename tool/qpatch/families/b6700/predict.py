@@ -16,11 +16,10 @@ from qpatch.families.mainline import FALLBACK, StockModel, StockState, shape_fal
 from qpatch.gguf.catalogue import T, block_size, is_quantized
 from qpatch.gguf.header import TensorInfo
 from qpatch.gguf.imatrix import entry_length
-from qpatch.gguf.model_facts import ModelFacts, ggml_n_dims, kind_of
+from qpatch.gguf.model_facts import ModelFacts, ggml_n_dims
 from qpatch.policy.model import Policy
 from qpatch.predict.options import Options
-from qpatch.predict.rules import Ctx, Positions, fallback_table, policy_choice
-from qpatch.predict.rules import why as explain
+from qpatch.predict.rules import fallback_table
 
 # ftypes llama-quantize refuses to run without an imatrix (main() of quantize.cpp).
 NEEDS_IMATRIX = frozenset({"IQ2_XS", "IQ2_XXS", "IQ2_S", "Q2_K_S", "IQ1_S", "IQ1_M"})
@@ -58,14 +57,12 @@ class B6700Walk(Walk):
     """llama_model_quantize_impl over one job, in llama.cpp's processing order."""
 
     def __init__(self, model: ModelFacts, policy: Policy, opts: Options):
-        super().__init__(model.tensors)
-        self.model, self.policy, self.opts = model, policy, opts
+        super().__init__(model, policy, opts)
         ft = opts.ftype
         names = [t.name for t in model.tensors]
         self.state = StockState.for_tensors(model, names, opts.has_imatrix)
         self.stock = StockModel(model, ft.name, self.state, opts.get("output_tensor_type"),
                                 opts.get("token_embedding_type"))
-        self.positions = Positions(model)
         self.pol = policy if (not policy.archs or model.arch in policy.archs) else None  # targeted
         self.fb_table = fallback_table(policy, model, FALLBACK)
         if ft.name in NEEDS_IMATRIX and not opts.has_imatrix:
@@ -88,11 +85,7 @@ class B6700Walk(Walk):
         elif is_quantized(ft.default):
             chosen = True
             new, why = self.stock.choose(name, shape, ft.default)
-            x = Ctx(name, kind_of(name), shape, self.model, ft.name, opts.has_imatrix, new, ft.default,
-                    self.positions, stock_site(name))
-            picked, r = policy_choice(self.policy, x)
-            if r is not None:
-                new, why = picked, explain(r, x)
+            new, why = self.apply_policy(t, new, why, stock_site(name))
             try:
                 new, fell, fb_why = shape_fallback(new, shape[0], self.fb_table)
             except ValueError as e:

@@ -31,11 +31,9 @@ from qpatch.families.current.stock import (
 from qpatch.gguf.catalogue import T, block_size, is_quantized
 from qpatch.gguf.header import TensorInfo
 from qpatch.gguf.imatrix import entry_length
-from qpatch.gguf.model_facts import ModelFacts, ggml_n_dims, kind_of
+from qpatch.gguf.model_facts import ModelFacts, ggml_n_dims
 from qpatch.policy.model import Policy
 from qpatch.predict.options import Options
-from qpatch.predict.rules import Ctx, Positions, policy_choice
-from qpatch.predict.rules import why as explain
 
 _NEVER = ("ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel", "per_layer_model_proj",
           "ssm_conv1d", "shortconv.conv.weight", "indexer.k_proj.weight", "indexer.q_proj.weight",
@@ -107,12 +105,10 @@ class CurrentWalk(Walk):
 
     def __init__(self, model: ModelFacts, policy: Policy, opts: Options):
         pruned, self.origin = prune(model, opts.get("prune_layers", ()))
-        super().__init__(pruned.tensors)
-        self.model, self.policy, self.opts = model, policy, opts
+        super().__init__(model, policy, opts, order=pruned.tensors, counted=pruned)
         names = [t.name for t in pruned.tensors]
         state = StockState.for_tensors(model, names, opts.has_imatrix)
         self.stock = StockModel(model, opts.ftype.name, state, opts.get("output_tensor_type"))
-        self.positions = Positions(pruned)
         self.pol = policy if (not policy.archs or model.arch in policy.archs) else None  # targeted
         self.fb_table = dict(policy.fallback) if (self.pol is not None and policy.fallback is not None) else None
 
@@ -136,11 +132,7 @@ class CurrentWalk(Walk):
                     new, why = manual[1], f"--tensor-type {manual[0]}={manual[1].name.lower()}"
                 elif not opts.get("pure"):
                     new, why = self.stock.choose(name, shape, new)
-                    x = Ctx(name, kind_of(name), shape, self.model, ft.name, opts.has_imatrix, new, ft.default,
-                            self.positions, stock_site(name))
-                    picked, r = policy_choice(self.policy, x)
-                    if r is not None:
-                        new, why = picked, explain(r, x)
+                    new, why = self.apply_policy(t, new, why, stock_site(name))
                 else:
                     why = "--pure"
                 new, fell, fb_why = shape_fallback(new, shape[0], self.fb_table)

@@ -32,11 +32,9 @@ from qpatch.families.ik_llama.stock import (
 from qpatch.gguf.catalogue import T, block_size, is_quantized
 from qpatch.gguf.header import TensorInfo
 from qpatch.gguf.imatrix import entry_length
-from qpatch.gguf.model_facts import ModelFacts, ggml_n_dims, kind_of
+from qpatch.gguf.model_facts import ModelFacts, ggml_n_dims
 from qpatch.policy.model import Policy
 from qpatch.predict.options import Options
-from qpatch.predict.rules import Ctx, Positions, policy_choice
-from qpatch.predict.rules import why as explain
 
 # After type choice the main loop re-applies these options, comparing the *whole* name (strcmp): only a
 # tensor literally named "attn_q.weight" etc. is reached, so for real models only the first two matter.
@@ -131,8 +129,7 @@ class IkWalk(Walk):
     def __init__(self, model: ModelFacts, policy: Policy, opts: Options):
         loaded_model, refused = loaded(model)
         ordered = file_ordered(loaded_model)
-        super().__init__(ordered.tensors)
-        self.ordered, self.policy, self.opts = ordered, policy, opts
+        super().__init__(ordered, policy, opts)
         ft = opts.ftype
         if ft.name in NEEDS_IMATRIX and not opts.has_imatrix and not opts.get("ignore_imatrix_rules"):
             self.out.fail(f"llama-quantize refuses {ft.name} without an importance matrix (pass --imatrix FILE)")
@@ -148,7 +145,6 @@ class IkWalk(Walk):
                         has_output="output.weight" in names, has_imatrix=opts.has_imatrix,
                         n_layer=loaded_model.n_layer)
         self.stock = StockModel(loaded_model, ft.name, st, kind_types)
-        self.positions = Positions(ordered)
         self.pol = policy if (not policy.archs or model.arch in policy.archs) else None  # targeted
         self.fb_table = ({**FALLBACK, **dict(policy.fallback)} if (self.pol is not None and policy.fallback is not None)
                          else None)
@@ -170,11 +166,7 @@ class IkWalk(Walk):
             elif is_quantized(ft.default):
                 chosen = True
                 new, why = self.stock.choose(name, shape, new)
-                x = Ctx(name, kind_of(name), shape, self.ordered, ft.name, opts.has_imatrix, new, ft.default,
-                        self.positions, stock_site(name))
-                picked, r = policy_choice(self.policy, x)
-                if r is not None:
-                    new, why = picked, explain(r, x)
+                new, why = self.apply_policy(t, new, why, stock_site(name))
                 custom = next(((p, q) for p, q in opts.overrides if re.search(p, name)), None)
                 if custom is not None:
                     new, why = custom[1], f"--custom-q {custom[0]}={custom[1].name.lower()}"
